@@ -1,0 +1,1 @@
+"""Analyses: pure functions of TokenGraphs and Captures (rollout, flow, heads, actions, routing)."""

@@ -1,0 +1,1 @@
+"""Core records: token layout, capture, token graph, frame transform."""

@@ -1,0 +1,84 @@
+"""Image projection: scores on a camera's patch tokens → heatmaps on the model input and the frame.
+
+The model saw a letterboxed (resize-with-pad), possibly 180°-rotated 224×224 image cut into a
+grid of patches. ``patch_grid`` reads a camera's token scores as ``[rows, cols]``;
+``model_heatmap`` paints them on the model input; ``frame_heatmap`` undoes the letterbox and the
+rotation (bilinear between patch centres) so the map lies on the original frame the user knows,
+and letterbox-padding patches fall outside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from flowlens.core.layout import ImageSegment, TokenLayout
+from flowlens.errors import FlowlensError, unknown_name_error
+
+
+def camera_segment(layout: TokenLayout, camera: str | int = 0) -> ImageSegment:
+    """The image segment of ``camera`` (name, or index among the layout's cameras)."""
+    cams = layout.cameras
+    if isinstance(camera, (int, np.integer)):
+        if not 0 <= camera < len(cams):
+            raise FlowlensError(
+                f"camera {camera} out of range: this layout has {len(cams)} cameras "
+                f"{[c.name for c in cams]} (0–{len(cams) - 1})."
+            )
+        return cams[int(camera)]
+    for seg in cams:
+        if seg.name == camera:
+            return seg
+    raise unknown_name_error("camera", camera, [c.name for c in cams])
+
+
+def patch_grid(scores: np.ndarray, layout: TokenLayout, camera: str | int = 0) -> np.ndarray:
+    """A camera's token scores as a grid.
+
+    Args:
+      scores: float [..., token] over the whole layout (NaN where a token was removed).
+      camera: camera name or index.
+    Returns:
+      float64 [..., rows, cols], row-major as SigLIP flattens patches.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape[-1] != layout.n:
+        raise FlowlensError(
+            f"scores must have one value per token ({layout.n}) on the last axis, got shape {scores.shape}."
+        )
+    seg = camera_segment(layout, camera)
+    return scores[..., seg.start:seg.stop].reshape(scores.shape[:-1] + tuple(seg.grid))
+
+
+def model_heatmap(grid: np.ndarray, segment: ImageSegment) -> np.ndarray:
+    """Paint a [rows, cols] grid on the model input: float64 [H_model, W_model], each patch a block."""
+    p = segment.patch_size
+    heat = np.kron(np.asarray(grid, dtype=np.float64), np.ones((p, p)))
+    mh, mw = segment.transform.model_size
+    out = np.full((mh, mw), np.nan)
+    h, w = min(mh, heat.shape[0]), min(mw, heat.shape[1])
+    out[:h, :w] = heat[:h, :w]
+    return out
+
+
+def frame_heatmap(grid: np.ndarray, segment: ImageSegment, *, smooth: bool = True) -> np.ndarray:
+    """Project a [rows, cols] grid onto the original frame: float64 [H_frame, W_frame].
+
+    Each frame pixel is mapped into the model input through the segment's FrameTransform (rotation
+    and letterbox undone), then the grid is sampled there: bilinear between patch centres when
+    ``smooth`` (default), else the value of the patch containing it.
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    if grid.shape != tuple(segment.grid):
+        raise FlowlensError(f"grid must be {tuple(segment.grid)} for camera {segment.name!r}, got {grid.shape}.")
+    fh, fw = segment.transform.frame_size
+    rr, cc = np.meshgrid(np.arange(fh) + 0.5, np.arange(fw) + 0.5, indexing="ij")
+    mr, mc = segment.transform.frame_to_model(rr, cc)
+    p = segment.patch_size
+    filled = np.where(np.isnan(grid), 0.0, grid)
+    if smooth:
+        coords = np.stack([mr / p - 0.5, mc / p - 0.5])
+        return ndimage.map_coordinates(filled, coords, order=1, mode="nearest")
+    r = np.clip((mr // p).astype(int), 0, grid.shape[0] - 1)
+    c = np.clip((mc // p).astype(int), 0, grid.shape[1] - 1)
+    return filled[r, c]

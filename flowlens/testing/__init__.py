@@ -1,0 +1,13 @@
+"""Public test helpers: synthetic captures with the exact openpi layouts, for tests and notebooks."""
+
+from flowlens.testing.synthetic import (
+    MASK_VALUE as MASK_VALUE,
+    capture_from_joint as capture_from_joint,
+    joint_attention as joint_attention,
+    masked_softmax as masked_softmax,
+    synthetic_capture as synthetic_capture,
+    toy_layout as toy_layout,
+)
+
+__all__ = ["MASK_VALUE", "capture_from_joint", "joint_attention", "masked_softmax", "synthetic_capture",
+           "toy_layout"]
