@@ -6,7 +6,8 @@
 Both sides start from the same head-fused float32 attention [layer, n, n] (what a TokenGraph
 holds) and are timed interleaved in one run, best of --repeats; one JSON line per measurement.
 The naive side is what users write: per layer normalise(0.5·A + 0.5·I), J = T @ J over full n×n
-matrices (float32, numpy BLAS), then take the query rows.
+matrices (float32, numpy BLAS), then take the query rows. Each thread count in --threads is
+measured separately (BLAS threads collapse when the 2 cores are shared, see perf_facts).
 """
 
 # %%
@@ -17,6 +18,7 @@ import json
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from flowlens import TokenGraph, rollout
 from flowlens.analysis.rollout import rollout_rows
@@ -49,7 +51,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="small sizes, runs in seconds")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="BLAS thread counts to measure under (both sides share each setting)")
     args = parser.parse_args()
+    for threads in args.threads:
+        with threadpool_limits(threads):
+            run(args, threads)
+
+
+def run(args, threads: int) -> None:
     layers, heads = (4, 2) if args.smoke else (18, 8)
     cap = synthetic_capture("pi0", num_layers=layers, num_heads=heads, num_steps=1, seed=0)
     t0 = time.perf_counter()
@@ -61,7 +71,7 @@ def main() -> None:
     full[:, cap.layout.prefix_len:] = cap.steps[0].probs.mean(axis=1)
     rows = np.arange(cap.layout.prefix_len, cap.layout.n)  # state + 50 actions = 51 queries
     n = full.shape[-1]
-    print(json.dumps({"what": "setup", "layers": layers, "heads": heads, "tokens": n, "queries": len(rows),
+    print(json.dumps({"what": "setup", "blas_threads": threads, "layers": layers, "heads": heads, "tokens": n, "queries": len(rows),
                       "graph_build_s": round(build, 4), "graph_nodes": graph.num_nodes}))
 
     results = {}

@@ -101,3 +101,8 @@ def test_token_labels():
     assert labels[:2] == ["base_0_rgb[0,0]", "base_0_rgb[0,1]"]
     assert labels[8:14] == ["<bos>", "pick", "the", "red", "bowl", "\\n"]
     assert labels[-4:] == ["state", "a0", "a1", "a2"]
+
+
+def test_unknown_segment_suggests_the_closest_name():
+    with pytest.raises(FlowlensError, match="Did you mean 'actions'"):
+        pi0_layout().segment("action")

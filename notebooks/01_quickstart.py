@@ -1,0 +1,54 @@
+# %% [markdown]
+# # flowlens quickstart: rollout of Pi0's action tokens, on a synthetic capture
+#
+# A synthetic capture has the exact `pi0_libero` layout (3 cameras × 256 patches, the third one
+# masked; 48 text tokens with padding; a state token; 50 action tokens) and openpi's pass
+# structure (one prefix pass, 10 denoising steps). Swap it for a real capture from
+# `flowlens.model` and nothing below changes.
+#
+# This file is a jupytext `py:percent` notebook; `tests/test_notebooks.py` executes it.
+
+# %%
+import numpy as np
+
+import flowlens
+from flowlens.testing import synthetic_capture
+
+capture = synthetic_capture("pi0", num_layers=18, num_heads=8, num_steps=10, seed=0)
+print(capture)
+print(capture.layout)
+
+# %% [markdown]
+# ## The token graph of one denoising step
+# Prefix rows come from the prefix pass, suffix rows from step 0's pass. Masked-camera and
+# padding rows (uniform garbage out of openpi's softmax) are removed.
+
+# %%
+graph = flowlens.TokenGraph.from_capture(capture, step=0, heads="mean", residual=0.5)
+print(graph.num_nodes, "valid tokens of", capture.layout.n)
+names, shares = graph.segment_matrix(graph.num_layers - 1)
+print(dict(zip(names, np.round(shares[names.index("actions")], 3))))
+
+# %% [markdown]
+# ## Rollout of the first action token, after every layer
+
+# %%
+result = flowlens.rollout(graph, horizon=0)
+scores = result.token_scores()  # [token], NaN at removed tokens
+words = flowlens.word_scores(scores, capture.layout)
+print("top words:", words.ranking()[:3], "sinks:", words.specials)
+grid = flowlens.patch_grid(scores, capture.layout, "base_0_rgb")
+print("hottest base-camera patch (row, col):", np.unravel_index(np.nanargmax(grid), grid.shape))
+print("object patches planted in the synthetic capture:",
+      [divmod(p, 16) for p in capture.metadata["object_patches"]])
+
+# %% [markdown]
+# ## Bring your own attention
+# `attention_rollout` takes `[layer, head, query, key]` from any model.
+
+# %%
+from flowlens.testing import joint_attention, toy_layout
+
+layout = toy_layout()
+attention = joint_attention(layout, num_layers=4, num_heads=2)
+print(flowlens.attention_rollout(attention, query_rows=layout.actions.indices, valid=layout.valid).shape)
