@@ -42,6 +42,13 @@ print("hottest base-camera patch (row, col):", np.unravel_index(np.nanargmax(gri
 print("object patches planted in the synthetic capture:",
       [divmod(p, 16) for p in capture.metadata["object_patches"]])
 
+# Raw last-layer attention of the same query finds the planted patches directly; rollout mixes
+# in every layer's image-to-image attention and the residual path, so it is smoother.
+raw = graph.to_tokens(graph.attention[-1][graph.select(horizon=0)[0]])
+raw_grid = flowlens.patch_grid(raw, capture.layout, "base_0_rgb")
+print("top-4 raw last-layer patches:",
+      sorted(divmod(int(i), 16) for i in np.argsort(-np.nan_to_num(raw_grid.ravel()))[:4]))
+
 # %% [markdown]
 # ## Bring your own attention
 # `attention_rollout` takes `[layer, head, query, key]` from any model.

@@ -80,7 +80,22 @@ def _structured_logits(rng: np.random.Generator, layout: TokenLayout, rows: np.n
     if "words" in groups:
         text_heads = slice(num_heads // 2, num_heads)
         logits[:, text_heads, :, groups["words"]] += np.float32(1.0)
+    logits += _image_locality(layout, rows)[None, None]
     return logits
+
+
+def _image_locality(layout: TokenLayout, rows: np.ndarray) -> np.ndarray:
+    """float32 [query, key] bias: image patches prefer their 8 neighbours (as ViT features do)."""
+    bias = np.zeros((rows.size, layout.n), dtype=np.float32)
+    for cam in layout.cameras:
+        q_in = (rows >= cam.start) & (rows < cam.stop)
+        if not q_in.any():
+            continue
+        qr, qc = np.divmod(rows[q_in] - cam.start, cam.grid[1])
+        kr, kc = np.divmod(np.arange(cam.size), cam.grid[1])
+        near = (np.abs(qr[:, None] - kr[None]) <= 1) & (np.abs(qc[:, None] - kc[None]) <= 1)
+        bias[np.ix_(np.flatnonzero(q_in), cam.indices)] = np.where(near, np.float32(2.5), np.float32(0.0))
+    return bias
 
 
 def synthetic_capture(
