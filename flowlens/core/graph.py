@@ -58,7 +58,7 @@ def fuse_heads(probs: np.ndarray, heads: str | int | Sequence[int], *, axis: int
     return np.take(probs, chosen, axis=axis).mean(axis=axis, dtype=np.float32)
 
 
-def _heads_label(heads) -> str:
+def heads_label(heads) -> str:
     if isinstance(heads, str):
         return heads
     if isinstance(heads, (int, np.integer)):
@@ -189,7 +189,7 @@ class TokenGraph:
                     out[i][rows_nodes[:, None], key_nodes[None, :]] = block
         suffix = None if use_full else parts[1]
         return cls(layout=layout, nodes=nodes, attention=out, layers=tuple(layers),
-                   num_model_layers=capture.num_layers, heads=_heads_label(heads),
+                   num_model_layers=capture.num_layers, heads=heads_label(heads),
                    residual=float(residual or 0.0), step=None if use_full else suffix.step,
                    time=None if use_full else suffix.time)
 
@@ -241,7 +241,7 @@ class TokenGraph:
         if not self.keeps_heads:
             raise FlowlensError(f"this graph's heads are already fused ({self.heads}); build it with heads='keep'.")
         return dataclasses.replace(self, attention=fuse_heads(self.attention, heads, axis=1),
-                                   heads=_heads_label(heads))
+                                   heads=heads_label(heads))
 
     # ---- node selection -----------------------------------------------------------------
     def node_index(self, tokens: np.ndarray | Sequence[int] | int) -> np.ndarray:

@@ -158,7 +158,8 @@ class TextSegment(Segment):
             )
         roles, word_of, words = [], [], []
         new_word = True
-        for piece, ok in zip(pieces, valid, strict=True):
+        pending: list[int] = []  # bare "▁" pieces waiting for the word they start
+        for i, (piece, ok) in enumerate(zip(pieces, valid, strict=True)):
             role = ""
             if not ok:
                 role = "pad"
@@ -173,13 +174,23 @@ class TextSegment(Segment):
                 word_of.append(-1)
                 new_word = True
                 continue
-            text = piece.replace(WORD_START, " ")
+            if piece == WORD_START:  # SentencePiece emits a lone word mark, e.g. before digits
+                word_of.append(-1)
+                pending.append(i)
+                new_word = True
+                continue
+            text = _piece_text(piece)
             if piece.startswith(WORD_START) or new_word or not words:
                 words.append(text.strip())
             else:
                 words[-1] += text.strip()
             new_word = text.endswith(" ")
             word_of.append(len(words) - 1)
+            for j in pending:
+                word_of[j] = len(words) - 1
+            pending.clear()
+        for j in pending:  # a trailing lone mark belongs to the word before it, if any
+            word_of[j] = len(words) - 1
         return cls(
             kind=TokenKind.TEXT, name=name, start=start, stop=start + n, block=block,
             token_ids=tuple(int(t) for t in token_ids), pieces=tuple(pieces),
@@ -200,6 +211,16 @@ class ActionSegment(Segment):
     @property
     def horizon(self) -> int:
         return self.size
+
+
+def _piece_text(piece: str) -> str:
+    """A piece's text with "▁" as a space; byte-fallback pieces ("<0x41>") decoded."""
+    if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
+        try:
+            return bytes.fromhex(piece[3:5]).decode("utf-8", errors="ignore")
+        except ValueError:
+            return piece
+    return piece.replace(WORD_START, " ")
 
 
 _SEGMENT_TYPES = {TokenKind.IMAGE: ImageSegment, TokenKind.TEXT: TextSegment,

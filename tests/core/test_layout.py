@@ -106,3 +106,11 @@ def test_token_labels():
 def test_unknown_segment_suggests_the_closest_name():
     with pytest.raises(FlowlensError, match="Did you mean 'actions'"):
         pi0_layout().segment("action")
+
+
+def test_lone_word_marks_and_byte_pieces_join_their_word():
+    seg = TextSegment.from_pieces(
+        start=0, token_ids=list(range(7)),
+        pieces=["<bos>", "▁put", "▁", "3", "▁cubes", "<0x21>", "\n"], valid=[True] * 7)
+    assert seg.words == ("put", "3", "cubes!")
+    assert seg.word_of_token == (-1, 0, 1, 1, 2, 2, -1)

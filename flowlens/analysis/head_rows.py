@@ -1,0 +1,247 @@
+"""Per-head attention rows of a query selection, read straight from a Capture or a TokenGraph.
+
+The per-head analyses (``flowlens.analysis.heads``, ``head_roles``, ``head_grids``, ``actions``)
+need only the query rows asked for — typically the 50 action rows × all keys — so they read the
+per-head probabilities of those rows from the pass that holds them: the suffix pass of the chosen
+denoising step for state / action queries, the prefix pass for image / text queries. They work
+when only suffix rows were recorded, and never build ``[layer, head, n, n]`` copies. Masked and
+padding *keys* are dropped (they carry ~0 mass); masked *queries* are refused (their rows are the
+uniform garbage softmax returns for fully masked rows, reference/landscape.md §3.1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from flowlens.core.capture import Capture, PassKind
+from flowlens.core.graph import TokenGraph
+from flowlens.core.layout import TokenLayout
+from flowlens.errors import FlowlensError, check_index
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HeadAttention:
+    """Per-head attention of selected queries at one denoising step, over the valid keys.
+
+    Attributes:
+      layout: the token layout.
+      probs: float32 [layer, head, query, key]: raw probabilities of each query row on each valid
+        key token (masked-camera and padding keys removed; prefix queries have 0 on suffix keys).
+      query_tokens: int64 [query]: layout index of each query.
+      key_tokens: int64 [key]: layout index of each key (the layout's valid tokens, in order).
+      layers: model layer id of each entry of the layer axis.
+      step: denoising step of the suffix rows (None for a full pass or prefix-only queries).
+      time: flow-matching time of that step.
+    """
+
+    layout: TokenLayout
+    probs: np.ndarray
+    query_tokens: np.ndarray
+    key_tokens: np.ndarray
+    layers: tuple[int, ...]
+    step: int | None = None
+    time: float | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return self.probs.shape[0]
+
+    @property
+    def num_heads(self) -> int:
+        return self.probs.shape[1]
+
+    def key_positions(self, tokens: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Positions on the key axis of layout tokens; masked / padding tokens raise."""
+        return key_positions(self.layout, self.key_tokens, tokens)
+
+
+def key_positions(layout: TokenLayout, key_tokens: np.ndarray, tokens) -> np.ndarray:
+    """Positions in the sorted ``key_tokens`` of layout ``tokens`` (int64 [k]); tokens that are not
+    keys (masked cameras, padding) raise FlowlensError."""
+    tokens = np.atleast_1d(np.asarray(tokens, dtype=np.int64))
+    pos = np.clip(np.searchsorted(key_tokens, tokens), 0, key_tokens.size - 1)
+    bad = tokens[key_tokens[pos] != tokens]
+    if bad.size:
+        seg = layout.segment_of_token(int(bad[0]))
+        raise FlowlensError(
+            f"token {int(bad[0])} ({seg.name}) is masked or padding: it is not a key of this analysis. "
+            "Select valid tokens (layout.select(..., valid_only=True))."
+        )
+    return pos
+
+
+def query_tokens(layout: TokenLayout, query=None, select: dict | None = None) -> np.ndarray:
+    """Resolve a query selection: token indices, or ``layout.select`` keywords, default the actions.
+
+    Returns:
+      int64 [query] valid layout token indices.
+    """
+    if query is not None and select:
+        raise FlowlensError("give either query token indices or selection keywords, not both.")
+    if query is None:
+        return layout.select(**select) if select else layout.select(kind="action")
+    tokens = np.atleast_1d(np.asarray(query, dtype=np.int64))
+    if tokens.ndim != 1 or tokens.size == 0:
+        raise FlowlensError(f"query must be a non-empty 1-D list of token indices, got shape {tokens.shape}.")
+    bad = tokens[(tokens < 0) | (tokens >= layout.n)]
+    if bad.size:
+        raise FlowlensError(f"query token {int(bad[0])} out of range: the layout has {layout.n} tokens.")
+    invalid = tokens[~layout.valid[tokens]]
+    if invalid.size:
+        seg = layout.segment_of_token(int(invalid[0]))
+        raise FlowlensError(
+            f"query token {int(invalid[0])} ({seg.name}) is masked or padding; its attention row is the "
+            "uniform garbage softmax returns for fully masked rows. Query valid tokens only."
+        )
+    return tokens
+
+
+def _positions(recorded: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarray:
+    order = np.argsort(recorded, kind="stable")
+    pos = np.clip(np.searchsorted(recorded[order], wanted), 0, recorded.size - 1)
+    found = recorded[order][pos] == wanted
+    if not found.all():
+        raise FlowlensError(
+            f"query token {int(wanted[~found][0])} was not recorded in {what} ({recorded.size} rows "
+            "recorded). Record those rows, or query tokens that were recorded."
+        )
+    return order[pos]
+
+
+def take_columns(arr: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``arr[..., cols]`` for sorted ``cols``, copied run by run (valid keys form a few contiguous
+    runs — cameras, prompt, suffix — and slice copies are much faster than a fancy-index gather)."""
+    breaks = np.flatnonzero(np.diff(cols) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [cols.size]])
+    if cols.size == 0 or starts.size > 16:
+        return arr[..., cols]
+    out = np.empty(arr.shape[:-1] + (cols.size,), dtype=arr.dtype)
+    for a, b in zip(starts, stops, strict=True):
+        out[..., a:b] = arr[..., cols[a] : cols[a] + (b - a)]
+    return out
+
+
+def _as_index(pos: np.ndarray):
+    """A slice when ``pos`` is a contiguous ascending run (a view instead of a copy)."""
+    if pos.size and np.array_equal(pos, np.arange(pos[0], pos[0] + pos.size)):
+        return slice(int(pos[0]), int(pos[0]) + pos.size)
+    return pos
+
+
+def head_attention(
+    source, *, step: int = 0, query=None, layers: Sequence[int] | None = None, **select
+) -> HeadAttention:
+    """Per-head attention rows of the selected queries.
+
+    Args:
+      source: a Capture (per-head passes; only the passes holding the query rows are needed),
+        a TokenGraph built with ``heads="keep"``, or a HeadAttention (returned unchanged).
+      step: denoising step of suffix queries (ignored for a TokenGraph: it has one step).
+      query: layout token indices of the queries, or selection keywords (``kind=``, ``horizon=``,
+        ``group=``, ``camera=``, ``words=``). Default: all action tokens.
+      layers: model layers to include (default: all recorded in the passes used).
+    Returns:
+      HeadAttention with probs float32 [layer, head, query, key].
+    Raises:
+      FlowlensError: fused-head source, missing pass / rows / layers, masked query tokens.
+    """
+    if isinstance(source, HeadAttention):
+        if query is not None or select or layers is not None:
+            raise FlowlensError("source is already a HeadAttention; select queries/layers when building it.")
+        return source
+    if isinstance(source, TokenGraph):
+        return _from_graph(source, query, layers, select)
+    if isinstance(source, Capture):
+        return _from_capture(source, step, query, layers, select)
+    raise FlowlensError(
+        "source must be a Capture, a TokenGraph (heads='keep') or a HeadAttention, "
+        f"got {type(source).__name__}."
+    )
+
+
+def _from_graph(graph: TokenGraph, query, layers, select) -> HeadAttention:
+    if not graph.keeps_heads:
+        raise FlowlensError(
+            f"per-head analysis needs every head, but this graph fused them ({graph.heads}); build it with "
+            "TokenGraph.from_capture(capture, step, heads='keep'), or pass the Capture itself."
+        )
+    tokens = query_tokens(graph.layout, query, select)
+    nodes = graph.node_index(tokens)
+    lpos = list(range(graph.num_layers)) if layers is None else [graph.layer_position(int(x)) for x in layers]
+    probs = graph.attention[_as_index(np.asarray(lpos))][:, :, _as_index(nodes), :]
+    return HeadAttention(
+        layout=graph.layout,
+        probs=np.ascontiguousarray(probs, dtype=np.float32),
+        query_tokens=tokens,
+        key_tokens=graph.nodes.copy(),
+        layers=tuple(graph.layers[i] for i in lpos),
+        step=graph.step,
+        time=graph.time,
+    )
+
+
+def _from_capture(capture: Capture, step, query, layers, select) -> HeadAttention:
+    layout = capture.layout
+    tokens = query_tokens(layout, query, select)
+    keys = np.flatnonzero(layout.valid)
+    in_prefix = tokens < layout.prefix_len
+    use_full = capture.full is not None and not capture.steps
+    if use_full:
+        parts = [(capture.full, np.ones(tokens.size, dtype=bool))]
+    else:
+        parts = []
+        if in_prefix.any():
+            if capture.prefix is None:
+                raise FlowlensError(
+                    "prefix queries were selected but this capture has no prefix pass; query suffix tokens "
+                    "(e.g. kind='action') or record the prefix pass."
+                )
+            parts.append((capture.prefix, in_prefix))
+        if (~in_prefix).any():
+            parts.append((capture.step(step), ~in_prefix))
+    for p, _ in parts:
+        if p.head_reduction is not None:
+            raise FlowlensError(
+                f"per-head analysis needs every head, but the {p.kind.value} pass stored only the "
+                f"{p.head_reduction!r} of the heads; record all heads (head_reduction=None)."
+            )
+    available = sorted(set.intersection(*(set(p.layers) for p, _ in parts)))
+    if layers is None:
+        layers = available
+    else:
+        layers = [check_index("layer", int(x), capture.num_layers, "layers") for x in layers]
+        missing = [x for x in layers if x not in available]
+        if missing:
+            raise FlowlensError(
+                f"layer {missing[0]} was not recorded in the passes needed; recorded: {available}."
+            )
+    layers = tuple(sorted(layers))
+    out = None
+    for p, which in parts:
+        what = f"the {p.kind.value} pass" + (f" of step {p.step}" if p.step is not None else "")
+        rows = _as_index(_positions(p.query_rows, tokens[which], what))
+        lsel = _as_index(np.asarray([p.layer_index(x) for x in layers]))
+        kcols = keys[keys < p.key_count]
+        block = p.probs[lsel][:, :, rows]
+        if kcols.size != p.key_count:
+            block = take_columns(block, kcols)
+        if len(parts) == 1 and kcols.size == keys.size:
+            out = np.ascontiguousarray(block)
+            break
+        if out is None:
+            out = np.zeros((len(layers), p.num_heads, tokens.size, keys.size), dtype=np.float32)
+        out[:, :, np.flatnonzero(which), : kcols.size] = block
+    suffix = next((p for p, _ in parts if p.kind == PassKind.SUFFIX), None)
+    return HeadAttention(
+        layout=layout,
+        probs=out,
+        query_tokens=tokens,
+        key_tokens=keys,
+        layers=layers,
+        step=None if suffix is None else suffix.step,
+        time=None if suffix is None else suffix.time,
+    )
