@@ -1,0 +1,228 @@
+"""Attention over time: per-frame heatmap overlays written as MP4 (PyAV) or GIF (Pillow), atomically.
+
+No external ffmpeg binary is needed: MP4 goes through PyAV's bundled libav (H.264, yuv420p; odd
+sizes are padded to even), GIF through Pillow. The file appears only once complete.
+
+    rgb = overlay_frame(frame, grid, segment, vmax=...)             # one uint8 [H, W, 3] frame
+    write_video(rgb_frames, "episode.mp4", fps=10)
+    attention_video(frames [T, H, W, 3], scores [T, token], layout, "ep.gif", camera=0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from flowlens.core.frame import FrameTransform
+from flowlens.core.layout import ImageSegment, TokenLayout
+from flowlens.errors import FlowlensError, unknown_name_error
+from flowlens.figures._common import check_image, limits, model_input_image
+from flowlens.figures.save import atomic_path
+from flowlens.projection import camera_segment, frame_heatmap, model_heatmap, patch_grid
+
+FORMATS = ("mp4", "gif")
+
+
+def overlay_frame(
+    frame: np.ndarray | None,
+    grid: np.ndarray,
+    segment: ImageSegment,
+    *,
+    on: str = "frame",
+    cmap: str = "inferno",
+    alpha: float = 0.55,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    smooth: bool = True,
+    label: str | None = None,
+) -> np.ndarray:
+    """Blend a camera's heatmap onto its frame without a matplotlib figure (fast, for videos).
+
+    Args:
+      frame: uint8 [H, W, 3] original frame (None: the heatmap alone).
+      grid: float [rows, cols] patch scores.
+      segment: the camera's ImageSegment.
+      on: "frame" (original frame) or "model" (model input).
+      vmin, vmax: colour limits (keep them fixed over a video so frames are comparable).
+      label: text burnt into the top-left corner (e.g. "frame 12 · layer 17").
+    Returns:
+      uint8 [H, W, 3].
+    """
+    import matplotlib
+
+    if on not in ("frame", "model"):
+        raise unknown_name_error("on", on, ("frame", "model"))
+    img = check_image(frame) if frame is not None else None
+    if on == "frame":
+        if img is not None and img.shape[:2] != tuple(segment.transform.frame_size):
+            tf = segment.transform
+            segment = dataclasses.replace(
+                segment, transform=FrameTransform(img.shape[:2], tf.model_size, tf.rotate180)
+            )
+        heat = frame_heatmap(grid, segment, smooth=smooth)
+    else:
+        heat = model_heatmap(grid, segment)
+        img = model_input_image(img, segment.transform) if img is not None else None
+    lo, hi = limits(grid, vmin, vmax)
+    rgba = matplotlib.colormaps[cmap](np.clip((np.nan_to_num(heat, nan=lo) - lo) / (hi - lo), 0, 1))
+    color = rgba[..., :3] * 255.0
+    if img is None:
+        out = color
+    else:
+        a = alpha * (~np.isnan(heat))[..., None]
+        out = (1 - a) * img.astype(np.float64) + a * color
+    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    if label:
+        from PIL import Image, ImageDraw
+
+        pil = Image.fromarray(out)
+        draw = ImageDraw.Draw(pil)
+        box = draw.textbbox((4, 3), label)
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+        draw.text((4, 3), label, fill=(255, 255, 255))
+        out = np.asarray(pil)
+    return out
+
+
+def write_video(
+    frames: Iterable[np.ndarray], path: str | os.PathLike, *, fps: float = 10.0, quality: int = 23
+) -> Path:
+    """Write uint8 RGB frames to an MP4 (H.264 via PyAV) or GIF (Pillow), chosen by the suffix.
+
+    Args:
+      frames: iterable of uint8 [H, W, 3], all the same size (consumed lazily, so a generator
+        rendering figures one by one keeps memory flat).
+      path: "….mp4" or "….gif".
+      fps: frames per second.
+      quality: H.264 CRF (lower = better; 18–28 sensible). Ignored for GIF.
+    Returns:
+      The path. Nothing is written if ``frames`` raises or is empty.
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise FlowlensError(
+            f"path must end in .mp4 or .gif, got {str(path)!r}; rename it to choose the format."
+        )
+    if fps <= 0:
+        raise FlowlensError(f"fps must be > 0, got {fps}.")
+    with atomic_path(path) as tmp:
+        count = _write_mp4(frames, tmp, fps, quality) if fmt == "mp4" else _write_gif(frames, tmp, fps)
+        if count == 0:
+            raise FlowlensError("frames is empty; a video needs at least one frame.")
+    return path
+
+
+def _frames(frames: Iterable[np.ndarray]):
+    shape = None
+    for i, f in enumerate(frames):
+        f = check_image(f, f"frames[{i}]")
+        if shape is None:
+            shape = f.shape
+        elif f.shape != shape:
+            raise FlowlensError(
+                f"all frames must have one size; frames[0] is {shape} but frames[{i}] is {f.shape}."
+            )
+        yield f
+
+
+def _write_mp4(frames, tmp: Path, fps: float, quality: int) -> int:
+    from fractions import Fraction
+
+    import av
+
+    count = 0
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = None
+        for f in _frames(frames):
+            h, w = f.shape[:2]
+            if stream is None:
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+                stream.width, stream.height = w + w % 2, h + h % 2
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(int(quality))}
+            if w % 2 or h % 2:
+                f = np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                container.mux(packet)
+            count += 1
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    return count
+
+
+def _write_gif(frames, tmp: Path, fps: float) -> int:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in _frames(frames)]
+    if images:
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=int(round(1000 / fps)),
+            loop=0,
+            optimize=False,
+        )
+    return len(images)
+
+
+def attention_video(
+    frames: Sequence[np.ndarray],
+    scores: np.ndarray,
+    layout: TokenLayout | Sequence[TokenLayout],
+    path: str | os.PathLike,
+    *,
+    camera: str | int = 0,
+    fps: float = 10.0,
+    on: str = "frame",
+    cmap: str = "inferno",
+    alpha: float = 0.55,
+    vmax: float | None = None,
+    labels: Sequence[str] | None = None,
+) -> Path:
+    """Overlay one camera's scores on each frame of an episode and write MP4/GIF.
+
+    Args:
+      frames: T frames, uint8 [H, W, 3], of ``camera``.
+      scores: float [T, token] (one query, method, layer and step per frame).
+      layout: one layout for all frames, or one per frame.
+      vmax: fixed upper colour limit (default: the max over the episode, so frames are comparable).
+      labels: text per frame (default "frame t").
+    Returns:
+      The path.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    layouts = [layout] * len(frames) if isinstance(layout, TokenLayout) else list(layout)
+    if scores.ndim != 2 or scores.shape[0] != len(frames) or len(layouts) != len(frames):
+        raise FlowlensError(
+            f"scores must be [frame, token] with one row per frame ({len(frames)}) and one layout per frame "
+            f"(or one for all); got scores {scores.shape} and {len(layouts)} layouts."
+        )
+    grids = [
+        patch_grid(s, lay, camera_segment(lay, camera).name) for s, lay in zip(scores, layouts, strict=True)
+    ]
+    lo, hi = limits(np.stack(grids), None, vmax)
+    labels = list(labels) if labels is not None else [f"frame {t}" for t in range(len(frames))]
+
+    def render():
+        for t, (fr, g, lay) in enumerate(zip(frames, grids, layouts, strict=True)):
+            yield overlay_frame(
+                fr,
+                g,
+                camera_segment(lay, camera),
+                on=on,
+                cmap=cmap,
+                alpha=alpha,
+                vmin=lo,
+                vmax=hi,
+                label=labels[t],
+            )
+
+    return write_video(render(), path, fps=fps)

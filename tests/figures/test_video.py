@@ -1,0 +1,80 @@
+import os
+
+import numpy as np
+import pytest
+
+from flowlens.errors import FlowlensError
+from flowlens.figures import overlay_frame, write_video
+from flowlens.figures.video import attention_video
+
+
+def frames(count, shape=(48, 63, 3)):
+    for t in range(count):
+        f = np.zeros(shape, np.uint8)
+        f[:, : (t + 1) * 5] = 200
+        yield f
+
+
+def test_mp4_roundtrip(tmp_path):
+    import av
+
+    path = write_video(frames(6), tmp_path / "a.mp4", fps=5)
+    with av.open(str(path)) as container:
+        decoded = list(container.decode(video=0))
+    assert len(decoded) == 6
+    assert (decoded[0].height, decoded[0].width) == (48, 64)  # padded to even
+
+
+def test_gif_roundtrip(tmp_path):
+    from PIL import Image
+
+    path = write_video(frames(4), tmp_path / "a.gif", fps=4)
+    with Image.open(path) as im:
+        assert im.n_frames == 4
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_interrupted_video_leaves_no_file(tmp_path, suffix):
+    def failing():
+        yield from frames(3)
+        raise KeyboardInterrupt("stopped mid-episode")
+
+    with pytest.raises(KeyboardInterrupt):
+        write_video(failing(), tmp_path / f"a{suffix}")
+    assert os.listdir(tmp_path) == []
+
+
+def test_video_errors(tmp_path):
+    with pytest.raises(FlowlensError, match=".mp4 or .gif"):
+        write_video(frames(1), tmp_path / "a.avi")
+    with pytest.raises(FlowlensError, match="empty"):
+        write_video([], tmp_path / "a.gif")
+    assert os.listdir(tmp_path) == []
+
+    def mixed():
+        yield np.zeros((8, 8, 3), np.uint8)
+        yield np.zeros((8, 10, 3), np.uint8)
+
+    with pytest.raises(FlowlensError, match="one size"):
+        write_video(mixed(), tmp_path / "a.gif")
+
+
+def test_overlay_frame_blends_and_labels(data):
+    seg = data.layout.cameras[0]
+    grid = np.zeros(seg.grid)
+    grid[8, 8] = 1.0
+    img = data.images["base_0_rgb"]
+    out = overlay_frame(img, grid, seg, alpha=0.5, label="frame 3")
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, img)
+    model = overlay_frame(img, grid, seg, on="model")
+    assert model.shape == (224, 224, 3)
+
+
+def test_attention_video(tmp_path, data):
+    scores = np.stack([data.rollout[-1], data.rollout[0], data.rollout[5]])
+    imgs = [data.images["base_0_rgb"]] * 3
+    path = attention_video(imgs, scores, data.layout, tmp_path / "ep.gif", fps=2)
+    assert path.exists()
+    with pytest.raises(FlowlensError, match="one row per frame"):
+        attention_video(imgs[:2], scores, data.layout, tmp_path / "x.gif")
