@@ -1,0 +1,310 @@
+"""The single-capture file: one ``Capture`` in one ``.flcap`` file.
+
+Format (version 1)
+------------------
+A ``.flcap`` file is a NumPy ``.npz`` archive (a zip of ``.npy`` members, optionally deflated),
+written with ``numpy.savez`` / ``numpy.savez_compressed`` and read with ``numpy.load(...,
+allow_pickle=False)``: no member is ever unpickled, so reading a file never executes code.
+It is written atomically (a temporary file in the same folder, fsync, ``os.replace``).
+
+Members:
+
+- ``__manifest__`` — uint8 [bytes]: UTF-8 JSON object, keys:
+
+  - ``magic``: the string ``"flowlens-capture"``.
+  - ``format_version``: integer, ``1``. Readers refuse newer versions.
+  - ``layout``: ``TokenLayout.to_dict()`` (variant, prefix_len, segments).
+  - ``num_layers``, ``num_heads``: integers (``Capture`` fields).
+  - ``model``: string; ``metadata``: JSON object (``Capture.metadata``; numpy scalars become numbers,
+    arrays lists).
+  - ``precision``: how ``probs`` are stored (``float32`` | ``float16`` | ``bfloat16`` | ``uint8``,
+    see ``flowlens.io.precision``).
+  - ``max_abs_error``: float, the measured max |decoded − original| over all probabilities (0 for
+    float32).
+  - ``passes``: list, one object per ``AttentionPass`` in capture order, keys ``kind``
+    (prefix/suffix/full), ``layers`` (list of layer ids), ``step`` (int or null), ``time`` (float
+    or null), ``head_reduction`` (null/"mean"/"max"/"min"), ``probs`` (member name of the stored
+    probabilities ``[layer, head, query, key]``), ``scale`` (member name of the uint8 row scales
+    ``[layer, head, query]``, or null), ``query_rows`` (member name of the int64 ``[query]`` rows).
+  - ``actions``: member name of the float32 ``[horizon, action_dim]`` actions, or null.
+  - ``arrays``: object, member name → ``{"dtype": numpy dtype string, "shape": list, "sha256":
+    hex digest of the C-order bytes}``. Every member except ``__manifest__`` is listed and checked
+    on load.
+
+Member names are ``pass{i}.probs``, ``pass{i}.scale``, ``pass{i}.query_rows`` and ``actions``.
+
+Loading a truncated file, a foreign file (a random ``.npz``, a PNG renamed), a newer format
+version, or an array whose checksum, dtype or shape disagrees with the manifest raises a
+``FlowlensError`` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from flowlens.core.capture import AttentionPass, Capture, PassKind
+from flowlens.core.layout import TokenLayout
+from flowlens.errors import FlowlensError
+from flowlens.io import precision as _precision
+from flowlens.io._files import atomic_write, dumps_json
+
+MAGIC = "flowlens-capture"
+FORMAT_VERSION = 1
+SUFFIX = ".flcap"
+_MANIFEST = "__manifest__"
+
+
+def sha256_of(array: np.ndarray) -> str:
+    """Hex sha256 of an array's C-order bytes."""
+    a = np.ascontiguousarray(array)
+    return hashlib.sha256(a.reshape(-1).view(np.uint8)).hexdigest()
+
+
+def capture_manifest_and_arrays(
+    capture: Capture, *, precision: str = "float32"
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Encode ``capture`` into (manifest, member arrays) without writing anything."""
+    _precision.check_precision(precision)
+    arrays: dict[str, np.ndarray] = {}
+    passes = []
+    max_err = 0.0
+    for i, p in enumerate(capture.passes):
+        stored, scale, err = _precision.encode_with_error(p.probs, precision)
+        max_err = max(max_err, err)
+        arrays[f"pass{i}.probs"] = stored
+        if scale is not None:
+            arrays[f"pass{i}.scale"] = scale
+        arrays[f"pass{i}.query_rows"] = np.asarray(p.query_rows, dtype=np.int64)
+        passes.append(
+            {
+                "kind": p.kind.value,
+                "layers": list(p.layers),
+                "step": p.step,
+                "time": None if p.time is None else float(p.time),
+                "head_reduction": p.head_reduction,
+                "probs": f"pass{i}.probs",
+                "scale": f"pass{i}.scale" if scale is not None else None,
+                "query_rows": f"pass{i}.query_rows",
+            }
+        )
+    if capture.actions is not None:
+        arrays["actions"] = np.asarray(capture.actions, dtype=np.float32)
+    manifest = {
+        "magic": MAGIC,
+        "format_version": FORMAT_VERSION,
+        "layout": capture.layout.to_dict(),
+        "num_layers": int(capture.num_layers),
+        "num_heads": int(capture.num_heads),
+        "model": str(capture.model),
+        "metadata": json.loads(dumps_json(capture.metadata, what="capture.metadata")),
+        "precision": precision,
+        "max_abs_error": max_err,
+        "passes": passes,
+        "actions": "actions" if capture.actions is not None else None,
+        "arrays": {
+            k: {"dtype": v.dtype.str, "shape": list(v.shape), "sha256": sha256_of(v)}
+            for k, v in arrays.items()
+        },
+    }
+    return manifest, arrays
+
+
+def save_capture(
+    capture: Capture, path: str | os.PathLike, *, precision: str = "float32", compress: bool = False
+) -> Path:
+    """Write one capture to a ``.flcap`` file, atomically.
+
+    Args:
+      capture: the capture; its probabilities ``[layer, head, query, key]`` are stored per pass.
+      path: destination; ``.flcap`` is appended when it has no suffix. Parent folders are created.
+      precision: ``float32`` (bitwise), ``float16``, ``bfloat16`` or ``uint8``
+        (``flowlens.io.precision`` lists the error bounds; the measured error is in the manifest).
+      compress: deflate the members (smaller, slower; random-looking float32 barely shrinks).
+
+    Returns:
+      The path written.
+    """
+    if not isinstance(capture, Capture):
+        raise FlowlensError(f"capture must be a flowlens Capture, got {type(capture).__name__}.")
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(SUFFIX)
+    write_capture(capture, path, precision=precision, compress=compress)
+    return path
+
+
+def write_capture(
+    capture: Capture, path: Path, *, precision: str = "float32", compress: bool = False
+) -> dict:
+    """``save_capture`` to exactly ``path``, returning the manifest written (for stores)."""
+    manifest, arrays = capture_manifest_and_arrays(capture, precision=precision)
+    write_members(path, manifest, arrays, compress=compress)
+    return manifest
+
+
+def write_members(path: Path, manifest: dict, arrays: dict[str, np.ndarray], *, compress: bool) -> None:
+    """Write a manifest and its arrays as an npz archive at ``path`` atomically."""
+    blob = np.frombuffer(json.dumps(manifest, allow_nan=True).encode("utf-8"), dtype=np.uint8)
+    save = np.savez_compressed if compress else np.savez
+    with atomic_write(path) as f:
+        save(f, **{_MANIFEST: blob}, **arrays)
+
+
+def _open_npz(path: Path):
+    if not path.exists():
+        raise FlowlensError(f"capture file {str(path)!r} does not exist.")
+    if not path.is_file():
+        raise FlowlensError(
+            f"capture file {str(path)!r} is not a file (a folder? a capture store is "
+            "opened with flowlens.io.open_store)."
+        )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":
+        raise FlowlensError(
+            f"{str(path)!r} is not a flowlens capture file: it does not start like a zip/npz archive "
+            f"(first bytes {head!r}). Pass a file written by flowlens.io.save_capture."
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise FlowlensError(
+            f"capture file {str(path)!r} is truncated or corrupt (cannot open the archive: {e}). "
+            "Re-create it; flowlens writes files atomically, so a partial file comes from a copy or disk."
+        ) from None
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """Read and check only the manifest of a ``.flcap`` file (no arrays are loaded)."""
+    path = Path(path)
+    with _open_npz(path) as npz:
+        return _manifest_of(npz, path)
+
+
+def verify_file(path: str | os.PathLike) -> dict:
+    """Check a ``.flcap`` file completely (manifest, every member's dtype, shape and sha256) without
+    building the Capture; return its manifest. Raises FlowlensError like ``load_capture``."""
+    path = Path(path)
+    with _open_npz(path) as npz:
+        manifest = _manifest_of(npz, path)
+        try:
+            names = list(manifest["arrays"])
+        except (KeyError, TypeError):
+            raise FlowlensError(
+                f"capture file {str(path)!r} has a malformed manifest (no 'arrays')."
+            ) from None
+        for name in names:
+            _load_member(npz, path, manifest, name)
+    return manifest
+
+
+def _manifest_of(npz, path: Path) -> dict:
+    if _MANIFEST not in npz.files:
+        raise FlowlensError(
+            f"{str(path)!r} is an npz archive but not a flowlens capture file: it has no {_MANIFEST!r} "
+            f"member (members: {sorted(npz.files)[:8]}). Pass a file written by flowlens.io.save_capture."
+        )
+    try:
+        raw = npz[_MANIFEST]
+        manifest = json.loads(raw.tobytes().decode("utf-8"))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, UnicodeDecodeError) as e:
+        raise FlowlensError(f"capture file {str(path)!r}: the manifest is corrupt ({e}).") from None
+    if not isinstance(manifest, dict) or manifest.get("magic") != MAGIC:
+        raise FlowlensError(
+            f"{str(path)!r} is not a flowlens capture file: manifest magic is "
+            f"{manifest.get('magic') if isinstance(manifest, dict) else None!r}, expected {MAGIC!r}."
+        )
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise FlowlensError(
+            f"capture file {str(path)!r} has format_version {version!r}; this flowlens reads versions "
+            f"1..{FORMAT_VERSION}. Upgrade flowlens to read it (or re-save it with this version)."
+        )
+    return manifest
+
+
+def _load_member(npz, path: Path, manifest: dict, name: str) -> np.ndarray:
+    info = manifest["arrays"].get(name)
+    if info is None or name not in npz.files:
+        raise FlowlensError(f"capture file {str(path)!r} is missing member {name!r} listed in its manifest.")
+    try:
+        arr = npz[name]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise FlowlensError(f"capture file {str(path)!r}: member {name!r} is corrupt ({e}).") from None
+    if arr.dtype.str != info["dtype"] or list(arr.shape) != list(info["shape"]):
+        raise FlowlensError(
+            f"capture file {str(path)!r}: member {name!r} has dtype {arr.dtype.str} shape {list(arr.shape)}, "
+            f"the manifest says {info['dtype']} {info['shape']}. The file was modified after writing."
+        )
+    if sha256_of(arr) != info["sha256"]:
+        raise FlowlensError(
+            f"capture file {str(path)!r}: checksum mismatch for member {name!r} (sha256 differs from the "
+            "manifest). The file is corrupt or was modified; re-create it."
+        )
+    return arr
+
+
+def load_capture(path: str | os.PathLike) -> Capture:
+    """Read a ``.flcap`` file written by ``save_capture`` (every array checksum-checked).
+
+    Returns:
+      The Capture; probabilities are float32 ``[layer, head, query, key]`` (decoded from the stored
+      precision; ``capture.metadata`` is as saved).
+
+    Raises:
+      FlowlensError: missing, truncated, foreign, newer-version or corrupt file.
+    """
+    path = Path(path)
+    with _open_npz(path) as npz:
+        manifest = _manifest_of(npz, path)
+        try:
+            layout = TokenLayout.from_dict(manifest["layout"])
+            precision = manifest.get("precision", "float32")
+            passes = []
+            for p in manifest["passes"]:
+                stored = _load_member(npz, path, manifest, p["probs"])
+                scale = _load_member(npz, path, manifest, p["scale"]) if p.get("scale") else None
+                rows = _load_member(npz, path, manifest, p["query_rows"])
+                passes.append(
+                    AttentionPass(
+                        kind=PassKind(p["kind"]),
+                        probs=_precision.decode(stored, precision, scale),
+                        layers=tuple(p["layers"]),
+                        query_rows=rows,
+                        step=p["step"],
+                        time=p["time"],
+                        head_reduction=p["head_reduction"],
+                    )
+                )
+            actions = (
+                _load_member(npz, path, manifest, manifest["actions"]) if manifest.get("actions") else None
+            )
+            with warnings.catch_warnings():
+                if precision != "float32":
+                    # Reduced precision moves row sums off 1 by up to key_count × the stated error bound;
+                    # the measured error is in the manifest, so the generic row-sum warning is noise here.
+                    warnings.filterwarnings("ignore", message=".*rows do not sum to 1", category=UserWarning)
+                return Capture(
+                    layout=layout,
+                    num_layers=int(manifest["num_layers"]),
+                    num_heads=int(manifest["num_heads"]),
+                    passes=tuple(passes),
+                    actions=actions,
+                    model=manifest["model"],
+                    metadata=manifest["metadata"],
+                )
+        except FlowlensError as e:
+            if str(path) in str(e):
+                raise
+            raise FlowlensError(f"capture file {str(path)!r} holds an invalid capture: {e}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise FlowlensError(
+                f"capture file {str(path)!r} has a malformed manifest ({type(e).__name__}: {e})."
+            ) from None
