@@ -1,0 +1,288 @@
+"""Attention flow (Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers", ACL).
+
+Concept: the attention graph has L+1 node layers of n tokens; the edge from token f at node layer
+i+1 down to token t at node layer i has capacity ``Â_i[f, t]``, with
+``Â_i = rownorm((1 - r)·A_i + r·I)`` (heads fused, residual r = 0.5 by default). The attention flow
+from a query token q (top node layer L) to a source token j (node layer 0) is the max-flow from
+(L, q) to (0, j). A *source set* S (all patches of a camera, all prompt words) is joined to a
+super-sink by infinite edges: its value is the max-flow from q into S as a whole, which is at most,
+and usually much less than, the sum of its members' values. A *layer map* is the flow from q to each
+token at an intermediate node layer k (layer evolution).
+
+Values are exact max-flows computed in float64 by :mod:`flowlens.analysis.flow.solver`; every value
+comes with a certified bracket ``lower <= exact <= upper`` (an actual flow and an actual cut).
+Without pruning the bracket is at the rounding level; with ``prune`` the solver drops edges below
+``prune / n`` (faster) and the bracket says how much that could cost.
+
+Two layers of uniform attention over 3 tokens: Â = 2/3 on the diagonal, 1/6 elsewhere. From query
+0 to source 1 each middle token f passes min(Â[0, f], Â[f, 1]) = 1/6, so the flow is 0.5, while
+source 0 gets the whole unit (min-cut = the query's out-edges):
+
+>>> import numpy as np
+>>> a = np.full((2, 1, 3, 3), 1 / 3)               # [layer, head, query, key]
+>>> res = attention_flow(a, query_rows=[0])
+>>> np.round(res.values, 6)
+array([[1. , 0.5, 0.5]])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from flowlens.analysis.flow import _checks
+from flowlens.analysis.flow.capacities import flow_capacities, fuse_heads, prune_capacities
+from flowlens.analysis.flow.solver import max_flows
+from flowlens.errors import FlowlensError
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowResult:
+    """Attention-flow values of some query tokens.
+
+    Attributes:
+      values: float64 [query_row, source]: flow from each query (top layer) to each source token
+        (input layer); divided by each row's sum when ``normalized``.
+      lower: float64 [query_row, source]: a feasible flow's value (never normalised).
+      upper: float64 [query_row, source]: a cut's capacity in the unpruned graph; the exact
+        max-flow lies in [lower, upper].
+      query_rows: int64 [query_row]: token index of each query.
+      sources: int64 [source]: token index of each source column.
+      set_values: name -> float64 [query_row]: flow from each query into each source set (unnormalised).
+      set_upper: name -> float64 [query_row]: certified upper bound of each set value.
+      layers_out: node layers of ``layer_maps`` (0 = input embeddings, L-1 = just below the query).
+      layer_maps: float64 [layer_out, query_row, source] flows to the source tokens at those node
+        layers (normalised like ``values``), or None when no layer was asked for.
+      normalized: whether ``values``/``layer_maps`` rows were divided by their sums.
+      prune: relative pruning threshold used (None: exact graph).
+      residual: residual weight r used (None: no residual).
+    """
+
+    values: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    query_rows: np.ndarray
+    sources: np.ndarray
+    set_values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    set_upper: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    layers_out: tuple[int, ...] = ()
+    layer_maps: np.ndarray | None = None
+    normalized: bool = False
+    prune: float | None = None
+    residual: float | None = 0.5
+
+    @property
+    def max_gap(self) -> float:
+        """Largest ``upper - lower`` over all single-source values (0 when exact to rounding)."""
+        return float((self.upper - self.lower).max()) if self.upper.size else 0.0
+
+
+def _normalise_rows(x: np.ndarray) -> np.ndarray:
+    s = x.sum(axis=-1, keepdims=True)
+    return np.divide(x, s, out=np.zeros_like(x), where=s > 0)
+
+
+def _solve_layer(C: np.ndarray, k: int, qpos: np.ndarray, sinks_cols: np.ndarray, *, prune, tol,
+                 workers) -> tuple[np.ndarray, np.ndarray]:
+    """Flows from every query (top) into each sink vector at node layer k.
+
+    ``sinks_cols`` is float64 [P, n] built from ``C[k]`` (column sums over each sink's tokens).
+    Returns (lower, upper), each [query, P].
+    """
+    inner = C[k + 1:]
+    Q, P = len(qpos), sinks_cols.shape[0]
+    queries = np.repeat(qpos, P)
+    sink_index = np.tile(np.arange(P), Q)
+    if prune is None:
+        lo, up, _ = max_flows(inner, sinks_cols, queries, tol=tol, workers=workers, sink_index=sink_index)
+    else:
+        thr = prune / C.shape[-1]
+        lo, up, _ = max_flows(prune_capacities(inner, prune), np.where(sinks_cols >= thr, sinks_cols, 0.0),
+                              queries, tol=tol, workers=workers, C_orig=inner, sinks_orig=sinks_cols,
+                              sink_index=sink_index)
+    return lo.reshape(Q, P), up.reshape(Q, P)
+
+
+def _flow_from_capacities(C: np.ndarray, n: int, position: np.ndarray, *, query_rows, sources,
+                          normalize: bool, source_sets, layers_out, tol, prune, workers,
+                          residual) -> FlowResult:
+    """Shared back end: ``C`` float64 [layer, m, m] over valid tokens, ``position`` token -> node."""
+    L = C.shape[0]
+    q_tok = _checks.token_positions("query_rows", query_rows, n, position, what="tokens")
+    all_valid = np.flatnonzero(position >= 0)
+    src_tok = (all_valid if sources is None
+               else _checks.token_positions("sources", sources, n, position, what="tokens"))
+    sets = _checks.check_source_sets(source_sets, n, position)
+    layers = _checks.check_layers_out(layers_out, L)
+    tol = _checks.check_tol(tol)
+    prune = _checks.check_prune(prune)
+    workers = _checks.check_workers(workers)
+    qpos, spos = position[q_tok], position[src_tok]
+
+    cols = C[0][:, spos].T
+    set_cols = np.stack([C[0][:, position[idx]].sum(axis=1) for idx in sets.values()]) if sets else None
+    all_cols = cols if set_cols is None else np.concatenate([cols, set_cols])
+    lo, up = _solve_layer(C, 0, qpos, all_cols, prune=prune, tol=tol, workers=workers)
+    S = len(spos)
+    lower, upper = lo[:, :S], up[:, :S]
+    set_values = {name: lo[:, S + i].copy() for i, name in enumerate(sets)}
+    set_upper = {name: up[:, S + i].copy() for i, name in enumerate(sets)}
+
+    maps = None
+    if layers:
+        maps = np.empty((len(layers), len(qpos), S))
+        for i, k in enumerate(layers):
+            if k == 0:
+                maps[i] = lower
+            else:
+                maps[i] = _solve_layer(C, k, qpos, C[k][:, spos].T, prune=prune, tol=tol,
+                                       workers=workers)[0]
+        if normalize:
+            maps = _normalise_rows(maps)
+    values = _normalise_rows(lower) if normalize else lower.copy()
+    return FlowResult(values=values, lower=lower, upper=upper, query_rows=q_tok, sources=src_tok,
+                      set_values=set_values, set_upper=set_upper, layers_out=layers, layer_maps=maps,
+                      normalized=bool(normalize), prune=prune, residual=residual)
+
+
+def _positions(valid: np.ndarray | None, n: int) -> np.ndarray:
+    if valid is None:
+        return np.arange(n, dtype=np.int64)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[valid] = np.arange(int(valid.sum()))
+    return pos
+
+
+def attention_flow(
+    attention: Any,
+    *,
+    query_rows: int | Sequence[int] | np.ndarray,
+    head_fusion: str | int = "mean",
+    residual: float | None = 0.5,
+    sources: Sequence[int] | np.ndarray | None = None,
+    normalize: bool = False,
+    source_sets: Mapping[str, Sequence[int] | np.ndarray] | None = None,
+    layers_out: int | Sequence[int] | str | None = None,
+    valid: np.ndarray | None = None,
+    renormalize: bool | None = None,
+    prune: float | None = None,
+    tol: float = 1e-12,
+    workers: int | None = None,
+) -> FlowResult:
+    """Exact attention flow from query tokens to source tokens (Abnar & Zuidema 2020).
+
+    Args:
+      attention: float [layer, head, query, key] attention probabilities (query == key == n tokens);
+        numpy or jax arrays.
+      query_rows: token index or indices of the queries, at the top node layer.
+      head_fusion: "mean" (default), "max", "min", or an int head index.
+      residual: r in ``rownorm((1 - r)·A + r·I)``; 0.5 as in the paper, None/0 for none.
+      sources: token indices of the source columns at the input layer (default: all valid tokens).
+      normalize: divide each query's values by their sum (the paper's per-row normalisation).
+      source_sets: name -> token indices; each set is one super-sink (its max-flow, not a sum).
+      layers_out: node layers (0..layer-1), "all", or None for per-layer flow maps to ``sources``.
+      valid: bool [n]; invalid tokens are removed as rows and columns before the residual is added.
+      renormalize: row-normalise after the residual (default: only when a residual is added).
+      prune: drop capacities below ``prune / m`` (m valid tokens) for speed; values become certified
+        lower bounds and ``upper`` bounds the loss. None (default) solves the exact graph.
+      tol: residual capacities <= tol count as saturated (certified bracket width scales with it).
+      workers: threads for the solver (default: numba's thread count).
+
+    Returns:
+      FlowResult with ``values`` float64 [query_row, source] and bounds, set values and layer maps.
+
+    Raises:
+      FlowlensError: bad shapes, non-finite or negative attention, indices out of range or invalid,
+        residual outside [0, 1], unknown head_fusion.
+    """
+    a = _checks.check_attention(attention, fused=False)
+    r = _checks.check_residual(residual)
+    n = a.shape[-1]
+    v = _checks.check_valid(valid, n)
+    C = flow_capacities(a, head_fusion=head_fusion, residual=r, valid=v, renormalize=renormalize)
+    return _flow_from_capacities(C, n, _positions(v, n), query_rows=query_rows, sources=sources,
+                                 normalize=normalize, source_sets=source_sets, layers_out=layers_out,
+                                 tol=tol, prune=prune, workers=workers, residual=r)
+
+
+def attention_flow_fused(
+    attention: Any,
+    *,
+    query_rows: int | Sequence[int] | np.ndarray,
+    residual: float | None = 0.5,
+    sources: Sequence[int] | np.ndarray | None = None,
+    normalize: bool = False,
+    source_sets: Mapping[str, Sequence[int] | np.ndarray] | None = None,
+    layers_out: int | Sequence[int] | str | None = None,
+    valid: np.ndarray | None = None,
+    renormalize: bool | None = None,
+    prune: float | None = None,
+    tol: float = 1e-12,
+    workers: int | None = None,
+) -> FlowResult:
+    """:func:`attention_flow` for already head-fused attention.
+
+    Args:
+      attention: float [layer, query, key] head-fused attention (query == key == n tokens).
+      query_rows, residual, sources, normalize, source_sets, layers_out, valid, renormalize, prune,
+        tol, workers: as in :func:`attention_flow`.
+
+    Returns:
+      FlowResult with ``values`` float64 [query_row, source].
+    """
+    a = _checks.check_attention(attention, fused=True)
+    r = _checks.check_residual(residual)
+    n = a.shape[-1]
+    v = _checks.check_valid(valid, n)
+    C = flow_capacities(a, residual=r, valid=v, renormalize=renormalize, fused=True)
+    return _flow_from_capacities(C, n, _positions(v, n), query_rows=query_rows, sources=sources,
+                                 normalize=normalize, source_sets=source_sets, layers_out=layers_out,
+                                 tol=tol, prune=prune, workers=workers, residual=r)
+
+
+def attention_flow_graph(
+    graph: Any,
+    query_nodes: int | Sequence[int] | np.ndarray,
+    sources: Sequence[int] | np.ndarray | None = None,
+    source_sets: Mapping[str, Sequence[int] | np.ndarray] | None = None,
+    *,
+    normalize: bool = False,
+    layers_out: int | Sequence[int] | str | None = None,
+    prune: float | None = None,
+    tol: float = 1e-12,
+    workers: int | None = None,
+) -> FlowResult:
+    """Attention flow on a :class:`flowlens.core.graph.TokenGraph` (node positions, not tokens).
+
+    Reads ``graph.attention`` (float [layer, m, m], or [layer, head, m, m] when heads were kept: fused
+    by mean here) and ``graph.residual`` (r, or None/0 for none); rows are renormalised as in
+    ``TokenGraph.transition``. Node sets come from ``graph.select(...)``.
+
+    Args:
+      graph: a TokenGraph (any object with ``attention`` and ``residual``).
+      query_nodes: node position(s) of the queries (e.g. ``graph.select(kind="action")``).
+      sources: node positions of the sources (default: all nodes).
+      source_sets: name -> node positions (e.g. ``{"base camera": graph.select(camera="base_0_rgb")}``).
+      normalize, layers_out, prune, tol, workers: as in :func:`attention_flow`.
+
+    Returns:
+      FlowResult whose ``query_rows``/``sources`` are node positions of the graph.
+    """
+    att = np.asarray(graph.attention)
+    if att.ndim == 4:
+        att = fuse_heads(_checks.check_attention(att, fused=False), "mean")
+    elif att.ndim != 3:
+        raise FlowlensError(
+            f"graph.attention must be [layer, node, node] or [layer, head, node, node], got {att.shape}."
+        )
+    a = _checks.check_attention(att, fused=True)
+    r = _checks.check_residual(getattr(graph, "residual", None))
+    m = a.shape[-1]
+    C = flow_capacities(a, residual=r, renormalize=True, fused=True)
+    return _flow_from_capacities(C, m, np.arange(m, dtype=np.int64), query_rows=query_nodes,
+                                 sources=sources, normalize=normalize, source_sets=source_sets,
+                                 layers_out=layers_out, tol=tol, prune=prune, workers=workers,
+                                 residual=r)

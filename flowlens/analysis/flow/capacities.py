@@ -1,0 +1,114 @@
+"""Edge capacities of the attention-flow graph: head fusion, valid-token masking, residual.
+
+Concept: layer l of the attention graph is the row-stochastic matrix
+``Â_l = rownorm((1 - r)·A_l + r·I)`` of Abnar & Zuidema (2020), where ``A_l`` is the head-fused
+attention of layer l (mean over heads by default; max, min or one head on request) and ``r`` the
+residual weight (0.5 in the paper). ``Â_l[f, t]`` is the capacity of the edge from token f at node
+layer l+1 down to token t at node layer l. Invalid tokens (padding, masked) are removed as rows
+*and* columns before the residual is added, so the remaining rows are renormalised over valid keys.
+
+All outputs are float64: max-flow values are sums of many small capacities, and float32 rounding
+would exceed the 1e-6 exactness the solver guarantees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flowlens.errors import FlowlensError, unknown_name_error
+
+HEAD_FUSIONS = ("mean", "max", "min")
+
+
+def fuse_heads(attention: np.ndarray, head_fusion: str | int = "mean") -> np.ndarray:
+    """Fuse the head axis of ``[layer, head, query, key]`` attention.
+
+    Args:
+      attention: float [layer, head, query, key].
+      head_fusion: "mean" | "max" | "min" over heads, or an int to keep one head.
+
+    Returns:
+      float64 [layer, query, key].
+
+    Raises:
+      FlowlensError: unknown fusion name or head index out of range.
+    """
+    if isinstance(head_fusion, (int, np.integer)) and not isinstance(head_fusion, bool):
+        h = attention.shape[1]
+        if not -h <= int(head_fusion) < h:
+            raise FlowlensError(
+                f"head_fusion={int(head_fusion)} is out of range: attention has {h} heads "
+                f"(0–{h - 1}); pass a valid head index or 'mean'."
+            )
+        return np.asarray(attention[:, int(head_fusion)], dtype=np.float64)
+    if head_fusion not in HEAD_FUSIONS:
+        raise unknown_name_error("head_fusion", str(head_fusion), HEAD_FUSIONS)
+    if head_fusion == "mean":
+        return np.mean(attention, axis=1, dtype=np.float64)
+    op = np.max if head_fusion == "max" else np.min
+    return op(attention, axis=1).astype(np.float64)
+
+
+def residual_capacities(fused: np.ndarray, residual: float | None = 0.5, *,
+                        renormalize: bool | None = None) -> np.ndarray:
+    """Residual-augmented, row-normalised layer matrices ``rownorm((1 - r)·A + r·I)``.
+
+    Args:
+      fused: float [layer, n, n] head-fused attention over valid tokens.
+      residual: r in [0, 1]; None or 0 adds no identity.
+      renormalize: divide each row by its sum (all-zero rows stay zero). Default: True when a residual
+        is added, False otherwise (raw attention rows already sum to 1 over all keys).
+
+    Returns:
+      float64 [layer, n, n] capacities, ``out[l, f, t]`` = capacity of (l+1, f) → (l, t).
+    """
+    r = 0.0 if residual is None else float(residual)
+    if renormalize is None:
+        renormalize = r > 0.0
+    out = np.array(fused, dtype=np.float64, copy=True)
+    if r > 0.0:
+        out *= 1.0 - r
+        idx = np.arange(out.shape[-1])
+        out[:, idx, idx] += r
+    if renormalize:
+        sums = out.sum(axis=-1, keepdims=True)
+        np.divide(out, sums, out=out, where=sums > 0)
+    return out
+
+
+def flow_capacities(attention: np.ndarray, *, head_fusion: str | int = "mean",
+                    residual: float | None = 0.5, valid: np.ndarray | None = None,
+                    renormalize: bool | None = None, fused: bool = False) -> np.ndarray:
+    """Capacities ``[layer, m, m]`` of the attention-flow graph over the m valid tokens.
+
+    Args:
+      attention: float [layer, head, n, n], or [layer, n, n] when ``fused`` is True.
+      head_fusion: see :func:`fuse_heads` (ignored when ``fused``).
+      residual: r of ``rownorm((1 - r)·A + r·I)``; None/0 for none.
+      valid: bool [n] or None; invalid tokens are dropped as rows and columns.
+      renormalize: see :func:`residual_capacities`.
+      fused: the input has no head axis.
+
+    Returns:
+      float64 [layer, m, m] with m = number of valid tokens (n when ``valid`` is None).
+    """
+    a = attention if fused else fuse_heads(attention, head_fusion)
+    if valid is not None:
+        keep = np.flatnonzero(valid)
+        if keep.size != a.shape[-1]:
+            a = a[:, keep][:, :, keep]
+    return residual_capacities(a, residual, renormalize=renormalize)
+
+
+def prune_capacities(C: np.ndarray, prune: float) -> np.ndarray:
+    """Zero capacities below ``prune / m`` (relative to the uniform weight 1/m of m tokens).
+
+    Args:
+      C: float64 [layer, m, m] capacities.
+      prune: relative threshold; 0.1 drops edges carrying under a tenth of a uniform row's weight.
+
+    Returns:
+      float64 [layer, m, m], a pruned copy (capacities only decrease, so flows become lower bounds).
+    """
+    thr = float(prune) / C.shape[-1]
+    return np.where(C >= thr, C, 0.0)

@@ -1,0 +1,174 @@
+"""Exact max-flow on the layered attention graph (the engine behind attention flow).
+
+Concept: attention flow (Abnar & Zuidema 2020) asks, for a query token q at the top node layer and a
+sink at the bottom, for the maximum flow through a layered DAG whose edges (layer k, f) → (layer k-1,
+t) carry capacity Â[f, t]. This module solves that problem exactly, in float64, on the dense layered
+structure itself instead of a general adjacency-list graph.
+
+Reduction used throughout (exact): bottom-layer nodes other than the sink have no outgoing edge, so no
+flow ever enters them. Collapsing the bottom matrix into a *sink vector* ``c[f]`` (the capacity from
+node (1, f) into the sink T) loses nothing: one source token j gives ``c = Â_0[:, j]``; a set S of
+source tokens behind an infinite super-sink gives ``c = Â_0[:, S].sum(1)``. All problems of one query
+share the internal matrices and differ only in ``c``.
+
+Algorithm: Dinic's blocking-flow method specialised to layered dense capacity matrices.
+
+* Flow lives in a dense per-worker array ``F[m, f, t]``; a touched-entry list resets it between
+  problems (the graph is built once, never per problem). Column scans use a transposed copy of
+  the capacities, shared by all workers.
+* The DFS keeps the residual of each path arc on its stack and writes an arc's flow to ``F`` once,
+  when the arc leaves the stack, instead of on every augmentation.
+* Phase 1 uses the layer index as the distance label, so the first blocking flow needs no BFS;
+  each layer keeps a bitset of live nodes so rows skip dead regions 64 nodes at a time.
+* Later phases label nodes by a *backward* BFS from T in the residual graph; at a min cut near the
+  sink this BFS only visits the few sink-side nodes. Nodes are bucketed by (label, layer) so the DFS
+  scans only candidate arcs.
+* Early exit: the value can never exceed ``bound = min(out-capacity of q, Σ_f c[f])``; once the
+  flow reaches it (within ``tol``) it is exact and the solver stops.
+* Certificate: otherwise the last BFS leaves q unlabelled; the sink side W of that BFS defines an s-t
+  cut whose capacity (summed in the *original*, possibly unpruned capacities) is returned as an upper
+  bound. The returned value is a feasible flow (a lower bound), so ``lower <= exact <= upper`` always.
+  Without pruning the gap is at most ``tol`` per cut arc (residuals <= tol count as saturated):
+  measured <= 5e-11 at Pi0 scale with the default tol = 1e-12.
+* Problems run in parallel over the cores (numba ``prange`` over interleaved chunks, GIL released).
+
+Capacities are float64; there is no integer scaling. Compiled with ``cache=True``: the first call in a
+fresh environment pays a one-time compile (about 15 s of CPU: serial and parallel entry points);
+later processes load the cache in well under a second.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from flowlens.analysis.flow._kernels import _TOUCH_CAP, _solve_parallel, _solve_range
+from flowlens.errors import FlowlensError
+
+
+def widest_arcs(C: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k largest capacities of every row, widest first.
+
+    Args:
+      C: float64 [M, n, n] capacities.
+      k: arcs per row (clipped to n).
+
+    Returns:
+      int32 [M, n, k].
+    """
+    M, n = C.shape[0], C.shape[-1]
+    k = max(0, min(int(k), n))
+    out = np.empty((M, n, k), np.int32)
+    if k == 0:
+        return out
+    for m in range(M):  # one layer at a time keeps temporaries small
+        part = np.argpartition(-C[m], k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (n, 1))
+        vals = np.take_along_axis(C[m], part, axis=1)
+        out[m] = np.take_along_axis(part, np.argsort(-vals, axis=1, kind="stable"), axis=1)
+    return out
+
+
+def reachable(C: np.ndarray, queries: np.ndarray, n: int) -> np.ndarray:
+    """Nodes reachable from each top-layer query in the original graph.
+
+    Args:
+      C: float64 [M, n, n] internal capacity matrices; C[m] joins node layer m+2 to node layer m+1.
+      queries: int [Q] token indices at the top node layer M+1.
+      n: tokens per layer.
+
+    Returns:
+      bool [Q, M+1, n]: entry [i, k-1, f] is True when node (k, f) is reachable from query i.
+    """
+    M = C.shape[0]
+    out = np.zeros((len(queries), M + 1, n), dtype=bool)
+    for i, q in enumerate(queries):
+        cur = np.zeros(n, dtype=bool)
+        cur[q] = True
+        out[i, M] = cur
+        for k in range(M, 0, -1):  # node layer k+1 -> k
+            cur = (C[k - 1][cur] > 0).any(axis=0)
+            out[i, k - 1] = cur
+    return out
+
+
+def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: float = 1e-12,
+              C_orig: np.ndarray | None = None, sinks_orig: np.ndarray | None = None,
+              workers: int | None = None, CT: np.ndarray | None = None,
+              CT_orig: np.ndarray | None = None, touch_capacity: int = _TOUCH_CAP,
+              fat_arcs: int = 8, sink_index: np.ndarray | None = None,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Max-flow from top-layer query tokens into sink vectors, many problems at once.
+
+    Args:
+      C: float64 [M, n, n] capacities used for solving; C[m] joins node layer m+2 (rows) to node layer
+        m+1 (columns). The query sits on node layer M+1 (with M = 0 the query is on layer 1).
+      sinks: float64 [S, n]: ``sinks[s, f]`` is the capacity from node (1, f) into sink s.
+      queries: int [P]: top-layer token of each problem.
+      sink_index: int [P]: the sink (row of ``sinks``) of each problem; default ``arange(P)``
+        (then S == P).
+      tol: residual capacities <= tol count as saturated.
+      C_orig, sinks_orig: the unpruned capacities when ``C``/``sinks`` were pruned; the certified upper
+        bound and the trivial bound are taken in these. Default: ``C``/``sinks``.
+      workers: parallel workers (default: numba's thread count).
+      CT, CT_orig: precomputed ``C.transpose(0, 2, 1)`` copies (optional).
+      fat_arcs: how many widest arcs of each row the first DFS phase tries before the rest (0: none).
+      touch_capacity: length of each worker's list of flow entries to reset between problems; a
+        problem touching more falls back to zeroing the whole flow array (slower, same result).
+
+    Returns:
+      (lower, upper, phases): float64 [P] feasible flow values, float64 [P] certified cut capacities
+      (lower <= exact max-flow <= upper), int64 [P] number of blocking-flow phases (0 = trivial).
+    """
+    C = np.ascontiguousarray(C, dtype=np.float64)
+    sinks = np.ascontiguousarray(np.atleast_2d(sinks), dtype=np.float64)
+    queries = np.ascontiguousarray(queries, dtype=np.int64)
+    M = C.shape[0]
+    n = sinks.shape[1]
+    if M == 0:
+        C = np.zeros((0, n, n))
+    pruned = C_orig is not None
+    if C_orig is None:
+        C_orig = C
+    if sinks_orig is None:
+        sinks_orig = sinks
+    sinks_orig = np.ascontiguousarray(np.atleast_2d(sinks_orig), dtype=np.float64)
+    if CT is None:
+        CT = np.ascontiguousarray(C.transpose(0, 2, 1))
+    if CT_orig is None:
+        CT_orig = CT if not pruned else np.ascontiguousarray(
+            np.asarray(C_orig, np.float64).transpose(0, 2, 1))
+    fat = widest_arcs(C, fat_arcs)
+    uq, qidx = np.unique(queries, return_inverse=True)
+    reaches = reachable(np.asarray(C_orig), uq, n)
+    qidx = qidx.astype(np.int64)
+    # trivial bound: min(out-capacity of the query, reachable in-capacity of the sink), original caps
+    if M:
+        outcap = np.asarray(C_orig)[M - 1, queries].sum(axis=1)
+    else:
+        outcap = np.full(len(queries), np.inf)
+    P = len(queries)
+    sidx = np.arange(P, dtype=np.int64) if sink_index is None else np.asarray(sink_index, np.int64)
+    if (sidx.shape != (P,) or sinks.shape != sinks_orig.shape
+            or (P and not 0 <= sidx.min() <= sidx.max() < sinks.shape[0])):
+        raise FlowlensError(
+            f"sink_index must hold one row index of sinks ({sinks.shape[0]} rows) per query ({P}), and "
+            f"sinks_orig must match sinks {sinks.shape}; got sink_index shape {sidx.shape}, sinks_orig "
+            f"{sinks_orig.shape}."
+        )
+    # in-capacity of each problem's sink over nodes its query reaches: [unique query, sink row]
+    incap_q = sinks_orig @ reaches[:, 0, :].T.astype(np.float64)
+    incap = incap_q[sidx, qidx]
+    bounds = np.minimum(outcap, incap)
+    nworkers = int(workers or numba.get_num_threads())
+    nworkers = max(1, min(nworkers, P))
+    out_val = np.zeros(P)
+    out_up = np.zeros(P)
+    out_ph = np.zeros(P, np.int64)
+    if P:
+        if nworkers == 1:
+            _solve_range(C, CT, CT_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds,
+                         float(tol), np.arange(P, dtype=np.int64), touch_capacity, out_val, out_up, out_ph)
+        else:
+            _solve_parallel(C, CT, CT_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds,
+                            float(tol), nworkers, touch_capacity, out_val, out_up, out_ph)
+    return out_val, out_up, out_ph
