@@ -25,7 +25,7 @@ import numpy as np
 from flowlens.analysis.head_rows import HeadAttention, head_attention
 from flowlens.analysis.rollout import rollout as _rollout
 from flowlens.core.capture import Capture
-from flowlens.core.graph import TokenGraph, heads_label, fuse_heads
+from flowlens.core.graph import TokenGraph, fuse_heads, heads_label
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError
 

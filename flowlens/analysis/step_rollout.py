@@ -28,7 +28,7 @@ import numpy as np
 from flowlens.analysis.heads import query_tokens
 from flowlens.analysis.rollout import rollout_rows
 from flowlens.core.capture import AttentionPass, Capture
-from flowlens.core.graph import heads_label, fuse_heads
+from flowlens.core.graph import fuse_heads, heads_label
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
 
@@ -36,17 +36,16 @@ METHODS = ("auto", "forward", "stacked", "per_step")
 
 
 def resolve_steps(capture: Capture, steps: str | int | Sequence[int] = "all") -> tuple[int, ...]:
-    """Step indices from "all", one index, or a list (negative indices count from the last)."""
-    total = capture.num_steps
-    if total == 0:
+    """Recorded step ids from "all", one step id, or a list (negative ids count from the last recorded)."""
+    if capture.num_steps == 0:
         raise FlowlensError("this capture recorded no denoising steps (suffix passes).")
     if isinstance(steps, str):
         if steps != "all":
             raise unknown_name_error("steps", steps, ("all",))
-        return tuple(range(total))
+        return capture.step_ids
     if isinstance(steps, (int, np.integer)):
-        return (check_index("step", int(steps), total, "denoising steps"),)
-    out = tuple(check_index("step", int(s), total, "denoising steps") for s in steps)
+        return (capture.step(int(steps)).step,)
+    out = tuple(capture.step(int(s)).step for s in steps)
     if not out:
         raise FlowlensError("steps is empty; give 'all', a step index or a non-empty list.")
     return out

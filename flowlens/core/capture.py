@@ -30,7 +30,7 @@ from flowlens.errors import FlowlensError, check_index
 ROW_SUM_TOLERANCE = 1e-3
 
 
-class PassKind(str, enum.Enum):
+class PassKind(enum.StrEnum):
     PREFIX = "prefix"
     SUFFIX = "suffix"
     FULL = "full"
@@ -165,12 +165,30 @@ class Capture:
     def times(self) -> tuple[float | None, ...]:
         return tuple(p.time for p in self.steps)
 
+    @property
+    def step_ids(self) -> tuple[int, ...]:
+        """Denoising step ids of the recorded suffix passes, ascending (0 is t = 1.0)."""
+        return tuple(p.step for p in self.steps)
+
     def step(self, step: int) -> AttentionPass:
-        """The suffix pass of denoising step ``step`` (negative counts from the last)."""
+        """The suffix pass of denoising step ``step`` (its id; negative counts from the last recorded)."""
         steps = self.steps
         if not steps:
             raise FlowlensError("this capture recorded no denoising steps (suffix passes).")
-        return steps[check_index("step", step, len(steps), "denoising steps")]
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise FlowlensError(f"step must be an integer step id, got {step!r}.")
+        if step < 0:
+            return steps[check_index("step", int(step), len(steps), "recorded denoising steps")]
+        for p in steps:
+            if p.step == step:
+                return p
+        ids = self.step_ids
+        if ids == tuple(range(len(ids))):
+            check_index("step", int(step), len(ids), "denoising steps")
+        raise FlowlensError(
+            f"step {step} was not recorded; this capture holds denoising steps {list(ids)}. "
+            "Record it (CaptureConfig(steps=...)) or pick one of those."
+        )
 
     @property
     def recorded_layers(self) -> tuple[int, ...]:
@@ -205,8 +223,10 @@ def validate_capture(capture: Capture, *, check_rows: bool = True) -> None:
     if kinds.count(PassKind.PREFIX) > 1 or kinds.count(PassKind.FULL) > 1:
         raise FlowlensError("a capture holds at most one prefix pass and one full pass.")
     step_ids = [p.step for p in capture.passes if p.kind == PassKind.SUFFIX]
-    if step_ids != list(range(len(step_ids))):
-        raise FlowlensError(f"suffix passes must be steps 0, 1, 2, ... in order, got steps {step_ids}.")
+    if step_ids != sorted(set(step_ids)) or any(s < 0 for s in step_ids):
+        raise FlowlensError(
+            f"suffix passes must have unique step ids >= 0 in ascending order, got steps {step_ids}."
+        )
     valid = layout.valid
     for p in capture.passes:
         expected_keys = layout.prefix_len if p.kind == PassKind.PREFIX else layout.n

@@ -77,8 +77,8 @@ class FrameTransform:
     def model_box_to_frame(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         """A (top, left, height, width) box in model pixels → the same region in frame pixels,
         clipped to the frame; a box entirely in the letterbox padding has height or width 0."""
-        t, l, h, w = box
-        r, c = self.model_to_frame(np.array([t, t + h]), np.array([l, l + w]))
+        top, left, h, w = box
+        r, c = self.model_to_frame(np.array([top, top + h]), np.array([left, left + w]))
         fh, fw = self.frame_size
         r0, r1 = np.clip(np.sort(r), 0, fh)
         c0, c1 = np.clip(np.sort(c), 0, fw)

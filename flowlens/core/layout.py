@@ -29,7 +29,7 @@ PI0_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 WORD_START = "▁"  # SentencePiece marks the first piece of a word with U+2581.
 
 
-class TokenKind(str, enum.Enum):
+class TokenKind(enum.StrEnum):
     IMAGE = "image"
     TEXT = "text"
     STATE = "state"

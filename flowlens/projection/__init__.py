@@ -2,8 +2,15 @@
 
 from flowlens.projection.image import (
     camera_segment as camera_segment,
+)
+from flowlens.projection.image import (
     frame_heatmap as frame_heatmap,
+)
+from flowlens.projection.image import (
     model_heatmap as model_heatmap,
+)
+from flowlens.projection.image import (
     patch_grid as patch_grid,
 )
-from flowlens.projection.text import WordScores as WordScores, word_scores as word_scores
+from flowlens.projection.text import WordScores as WordScores
+from flowlens.projection.text import word_scores as word_scores

@@ -2,10 +2,20 @@
 
 from flowlens.testing.synthetic import (
     MASK_VALUE as MASK_VALUE,
+)
+from flowlens.testing.synthetic import (
     capture_from_joint as capture_from_joint,
+)
+from flowlens.testing.synthetic import (
     joint_attention as joint_attention,
+)
+from flowlens.testing.synthetic import (
     masked_softmax as masked_softmax,
+)
+from flowlens.testing.synthetic import (
     synthetic_capture as synthetic_capture,
+)
+from flowlens.testing.synthetic import (
     toy_layout as toy_layout,
 )
 

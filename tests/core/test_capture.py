@@ -70,10 +70,22 @@ def test_pass_validation_messages():
     with pytest.raises(FlowlensError, match=r"lists layer 5 but the model has 2 layers \(0–1\)"):
         Capture(layout=cap.layout, num_layers=2, num_heads=2,
                 passes=(AttentionPass(PassKind.PREFIX, cap.prefix.probs, (0, 5), cap.prefix.query_rows),))
-    with pytest.raises(FlowlensError, match="steps 0, 1, 2"):
-        Capture(layout=cap.layout, num_layers=2, num_heads=2,
-                passes=(cap.prefix, AttentionPass(PassKind.SUFFIX, cap.steps[0].probs, (0, 1),
-                                                  cap.steps[0].query_rows, step=1)))
+    def suffix(step):
+        return AttentionPass(PassKind.SUFFIX, cap.steps[0].probs, (0, 1), cap.steps[0].query_rows, step=step)
+
+    with pytest.raises(FlowlensError, match="unique step ids >= 0 in ascending order"):
+        Capture(layout=cap.layout, num_layers=2, num_heads=2, passes=(cap.prefix, suffix(3), suffix(1)))
+
+
+def test_a_subset_of_steps_is_looked_up_by_step_id():
+    cap = synthetic_capture("toy", num_layers=2, num_heads=2, num_steps=1)
+    sub = Capture(layout=cap.layout, num_layers=2, num_heads=2, passes=(
+        cap.prefix,
+        AttentionPass(PassKind.SUFFIX, cap.steps[0].probs, (0, 1), cap.steps[0].query_rows, step=0, time=1.0),
+        AttentionPass(PassKind.SUFFIX, cap.steps[0].probs, (0, 1), cap.steps[0].query_rows, step=9, time=0.1)))
+    assert sub.step_ids == (0, 9) and sub.step(9).time == 0.1 and sub.step(-1).step == 9
+    with pytest.raises(FlowlensError, match=r"step 4 was not recorded; this capture holds denoising steps \[0, 9\]"):
+        sub.step(4)
 
 
 def test_fused_head_capture_is_smaller():
