@@ -10,8 +10,8 @@ flowlens computes only the rows asked for. The product is evaluated right-to-lef
 skinny GEMM and no ``n × n`` temporaries (O(L·q·n²) instead of O(L·n³)). The products run in
 float32 by default with the row normalisers summed in float64 (``precision="float64"`` for
 all-double). For the rollout after *every* layer, the chains of all layers run together top-down
-(the chain of J_l starts at layer l), costing L(L+1)/2 skinny products; when that exceeds the full products (q·(L+1)/2 > n) flowlens
-switches to the full forward recursion (float64).
+(the chain of J_l starts at layer l), costing L(L+1)/2 skinny products; when that exceeds the
+full products (q·(L+1)/2 > n) flowlens switches to the full forward recursion (float64).
 
     >>> import numpy as np
     >>> A = np.array([[[1.0, 0.0], [0.5, 0.5]]])            # 1 layer, 2 tokens
