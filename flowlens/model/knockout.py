@@ -1,0 +1,182 @@
+"""Attention knockouts: re-run the policy with chosen attention edges removed.
+
+A knockout removes every edge from a set of query tokens to a set of key tokens in chosen layers
+and heads, e.g. "action tokens may not read the prompt words in layers 9–17"::
+
+    Knockout(query="actions", key="words", layers=range(9, 18))
+
+Token sets are group names of ``TokenLayout.groups()`` (a camera name, "bos", "words",
+"newline", "state", "actions"), a list of them, or absolute token indices. The edit happens where
+the mask is applied: those (layer, head, query, key) logits are set to the mask value
+(-2.3819763e38) before the float32 softmax, so knocked edges get exactly zero probability and
+the row is renormalised over the edges that remain — the same thing openpi's mask does to
+padding. A knockout applies to every attention call that contains the edge (the prefix pass for
+prefix → prefix edges, every denoising step for suffix queries, the full pass of ``forward``), to
+every batch element, with token sets resolved on the layout of the recorded batch element.
+
+A query row whose allowed keys are *all* knocked out would otherwise turn into a uniform row
+over every key (including padding and the suffix, i.e. garbage). flowlens instead keeps that
+row's own (diagonal) edge, so the token attends to itself only and its attention output is its
+own value vector. ``empty_rows="raise"`` refuses such knockouts instead. The number of rows
+repaired this way is reported in ``capture.metadata["knockout_emptied_rows"]``.
+
+Knocking out nothing (an empty list) runs the unedited model: results are bit-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from flowlens.core.layout import TokenLayout
+from flowlens.errors import FlowlensError, unknown_name_error
+from flowlens.model.capture_config import as_index_set
+
+EMPTY_ROW_POLICIES = ("keep_self", "raise")
+
+
+@dataclasses.dataclass(frozen=True)
+class Knockout:
+    """Remove the edges query → key in the given layers and heads.
+
+    Attributes:
+      query: group name, names, or absolute token indices of the querying tokens.
+      key: group name, names, or absolute token indices of the attended tokens.
+      layers: model layers (None: all).
+      heads: query heads (None: all).
+    """
+
+    query: str | Sequence[str] | Sequence[int] | np.ndarray
+    key: str | Sequence[str] | Sequence[int] | np.ndarray
+    layers: Sequence[int] | range | None = None
+    heads: Sequence[int] | range | None = None
+
+    def describe(self) -> dict:
+        def tokens(v):
+            if isinstance(v, str):
+                return v
+            v = list(np.asarray(v).tolist()) if isinstance(v, np.ndarray) else list(v)
+            return v
+        return {"query": tokens(self.query), "key": tokens(self.key),
+                "layers": None if self.layers is None else [int(x) for x in self.layers],
+                "heads": None if self.heads is None else [int(x) for x in self.heads]}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KnockoutPlan:
+    """Knockouts resolved against a layout: M rank-one edge sets over the full sequence.
+
+    Attributes:
+      queries: bool [M, n] querying tokens.
+      keys: bool [M, n] attended tokens.
+      layer_heads: bool [M, L, N] where each edge set applies.
+      emptied_rows: number of (layer, head, query) rows left with no key (repaired by keeping the
+        diagonal edge).
+      description: the knockouts as JSON-friendly dicts.
+    """
+
+    queries: np.ndarray
+    keys: np.ndarray
+    layer_heads: np.ndarray
+    emptied_rows: int
+    description: tuple[dict, ...]
+
+    @property
+    def size(self) -> int:
+        return int(self.queries.shape[0])
+
+
+def _token_mask(spec, layout: TokenLayout, argument: str) -> np.ndarray:
+    sel = np.zeros(layout.n, dtype=bool)
+    if isinstance(spec, str):
+        spec = [spec]
+    spec = list(spec.tolist()) if isinstance(spec, np.ndarray) else list(spec)
+    if spec and all(isinstance(s, str) for s in spec):
+        groups = layout.groups()
+        for name in spec:
+            if name not in groups:
+                raise unknown_name_error(argument, name, list(groups))
+            sel[groups[name]] = True
+        return sel
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in spec):
+        raise FlowlensError(f"Knockout.{argument} must be group name(s) or token indices, got {spec!r}.")
+    idx = np.asarray(spec, dtype=np.int64)
+    bad = idx[(idx < 0) | (idx >= layout.n)]
+    if bad.size:
+        raise FlowlensError(
+            f"Knockout.{argument} has token {int(bad[0])}, but the layout has {layout.n} tokens "
+            f"(0–{layout.n - 1})."
+        )
+    sel[idx] = True
+    return sel
+
+
+def resolve_knockouts(knockouts: Sequence[Knockout] | Knockout, layout: TokenLayout, *, num_layers: int,
+                      num_heads: int, empty_rows: str = "keep_self") -> KnockoutPlan:
+    """Resolve knockouts to token masks and count the rows they empty.
+
+    Args:
+      knockouts: one Knockout or a sequence.
+      layout: the layout of the sequence (groups are taken from it).
+      num_layers, num_heads: the model's.
+      empty_rows: "keep_self" (repair rows left without keys by keeping their diagonal edge) or
+        "raise".
+
+    Raises:
+      FlowlensError: unknown group, token / layer / head out of range, or (with
+        ``empty_rows="raise"``) a knockout that removes every key of some query row.
+    """
+    if empty_rows not in EMPTY_ROW_POLICIES:
+        raise unknown_name_error("empty_rows", empty_rows, list(EMPTY_ROW_POLICIES))
+    if isinstance(knockouts, Knockout):
+        knockouts = [knockouts]
+    knockouts = list(knockouts)
+    m, n = len(knockouts), layout.n
+    q = np.zeros((m, n), dtype=bool)
+    k = np.zeros((m, n), dtype=bool)
+    lh = np.zeros((m, num_layers, num_heads), dtype=bool)
+    for i, ko in enumerate(knockouts):
+        if not isinstance(ko, Knockout):
+            raise FlowlensError(f"knockouts[{i}] must be a Knockout, got {type(ko).__name__}.")
+        q[i] = _token_mask(ko.query, layout, "query")
+        k[i] = _token_mask(ko.key, layout, "key")
+        layers = as_index_set(ko.layers, num_layers, "layer")
+        heads = as_index_set(ko.heads, num_heads, "head")
+        lh[i][np.ix_(layers, heads)] = True
+    # Rows emptied, per distinct set of knockouts active at a (layer, head).
+    base = layout.attention_mask()
+    emptied = 0
+    first = None
+    patterns: dict[tuple[int, ...], np.ndarray] = {}
+    for layer in range(num_layers):
+        for head in range(num_heads):
+            active = tuple(np.flatnonzero(lh[:, layer, head]).tolist())
+            if not active:
+                continue
+            if active not in patterns:
+                removed = np.zeros_like(base)
+                for j in active:
+                    removed |= q[j][:, None] & k[j][None, :]
+                allowed = base & ~removed
+                patterns[active] = np.flatnonzero(base.any(1) & ~allowed.any(1))
+            rows = patterns[active]
+            emptied += rows.size
+            if rows.size and first is None:
+                first = (layer, head, int(rows[0]))
+    if emptied and empty_rows == "raise":
+        layer, head, row = first
+        raise FlowlensError(
+            f"the knockouts remove every key of {emptied} (layer, head, query) rows, e.g. query token {row} "
+            f"({layout.token_labels()[row]}) at layer {layer}, head {head}. Knock out fewer keys, or pass "
+            "empty_rows='keep_self' to let such rows attend to themselves only."
+        )
+    return KnockoutPlan(queries=q, keys=k, layer_heads=lh, emptied_rows=int(emptied),
+                        description=tuple(ko.describe() for ko in knockouts))
+
+
+def sample_with_knockouts(model, params, obs, knockouts: Sequence[Knockout] | Knockout, **kwargs):
+    """``model.sample_actions(params, obs, knockouts=knockouts, **kwargs)``: actions and capture of
+    the edited model (see :meth:`flowlens.model.pi0.Pi0Model.sample_actions`)."""
+    return model.sample_actions(params, obs, knockouts=knockouts, **kwargs)
