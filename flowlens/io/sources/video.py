@@ -103,11 +103,12 @@ class VideoReader:
         return image
 
     def close(self) -> None:
-        if self._container is not None:
-            with contextlib.suppress(Exception):
-                self._container.close()
-        self._container = None
-        self._iter = None
+        container, self._container, self._iter = self._container, None, None
+        if container is not None:
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001 - closing a broken container must not mask the real error
+                pass
 
     def __enter__(self) -> VideoReader:
         return self
@@ -116,7 +117,8 @@ class VideoReader:
         self.close()
 
     def __del__(self) -> None:
-        self.close()
+        if getattr(self, "_container", None) is not None:
+            self.close()
 
 
 class VideoWriter:
