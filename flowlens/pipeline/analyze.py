@@ -1,0 +1,245 @@
+"""Capture → scores: the chosen method over every layer (and step) for one query, ready to draw.
+
+``analyze_capture(capture, spec)`` returns a ``FrameResult`` whose ``scores`` are float64
+``[step, layer, token]`` over the layout (NaN at masked / padding tokens):
+
+- raw: the query's attention row at layer l (heads fused per ``spec.heads``);
+- rollout: the query's rollout after layer l (Abnar & Zuidema 2020, residual 0.5), i.e. how much of
+  its representation at layer l traces back to each *input* token;
+- flow: attention flow (max-flow) from the query to each input token through layers 0..l, as
+  the share of the query's total flow (``flowlens.analysis.flow``); one max-flow problem per
+  layer, so flow is computed for the requested layers only (``FrameResult.layers``).
+
+For several queries ("actions") scores are the mean over the queries. The result also keeps the
+frame images, so ``flowlens.pipeline.render`` can draw it without the capture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+from flowlens.core.capture import Capture
+from flowlens.core.graph import TokenGraph, fuse_heads
+from flowlens.core.layout import TokenLayout
+from flowlens.errors import FlowlensError
+from flowlens.pipeline.spec import AnalysisSpec
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FrameResult:
+    """One frame, analysed.
+
+    Attributes:
+      layout: the token layout of the frame's inference.
+      spec: what was computed.
+      scores: float64 [step, layer, token] (NaN at removed tokens).
+      steps: denoising step of each entry of the step axis.
+      times: flow-matching time of each of those steps.
+      layers: model layer of each entry of the layer axis (every layer; the requested ones for flow).
+      num_layers: depth of the model.
+      step_scores: float64 [step, layer, token] at *every* denoising step (for the step figures),
+        or None when only ``steps`` were computed; ``step_times`` are their flow times.
+      head_scores: float64 [layer, head, token] raw attention of the query per head at the first
+        step (every layer), or None when the capture kept only the mean over heads.
+      action_attention: float64 [layer, horizon, token] raw attention rows of every action token at
+        the first step (heads fused per spec), or None when the layout has no actions.
+      images: camera name → uint8 [H, W, 3] frame as stored.
+      frame_index: index of the frame in its episode (None for a lone image).
+      prompt: the instruction.
+      model: the backend's name ("synthetic", "tabletop", "pi0_libero", ...).
+      actions: float32 [horizon, action_dim] predicted actions, or None.
+    """
+
+    layout: TokenLayout
+    spec: AnalysisSpec
+    scores: np.ndarray
+    steps: tuple[int, ...]
+    times: tuple[float | None, ...]
+    layers: tuple[int, ...]
+    num_layers: int
+    step_scores: np.ndarray | None = None
+    step_times: tuple[float | None, ...] = ()
+    head_scores: np.ndarray | None = None
+    action_attention: np.ndarray | None = None
+    images: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    frame_index: int | None = None
+    prompt: str = ""
+    model: str = "unknown"
+    actions: np.ndarray | None = None
+
+    @property
+    def step_label(self) -> str:
+        if len(self.steps) == 1:
+            t = self.times[0]
+            return f"step {self.steps[0]}" + (f" (t={t:.2f})" if t is not None else "")
+        return f"mean of {len(self.steps)} denoising steps"
+
+    def layer_scores(self) -> np.ndarray:
+        """float64 [layer, token]: the scores at the one step, or the mean over steps for step='all'."""
+        return self.scores[0] if self.scores.shape[0] == 1 else np.mean(self.scores, axis=0)
+
+    def scores_at(self, layer: int) -> np.ndarray:
+        """float64 [token] at model layer ``layer`` (steps averaged for step='all')."""
+        if layer not in self.layers:
+            raise FlowlensError(
+                f"layer {layer} out of range: the model has {self.num_layers} layers (valid: 0–{self.num_layers - 1})."
+            )
+        return self.layer_scores()[self.layers.index(layer)]
+
+    @property
+    def figure_layers(self) -> tuple[int, ...]:
+        return self.spec.figure_layers(self.num_layers)
+
+    @property
+    def focus_layer(self) -> int:
+        """The layer single-layer views (video, compare) show: the last requested layer."""
+        return self.figure_layers[-1]
+
+
+def raw_rows(capture: Capture, step: int, tokens: np.ndarray, heads) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Raw attention rows of suffix query tokens at one denoising step, and the layers they cover.
+
+    Args:
+      heads: a ``fuse_heads`` argument ("mean", a head, a list of heads) or "keep".
+    Returns:
+      (float64 [layer, query, key] — [layer, head, query, key] for "keep" —, layer ids).
+    """
+    p = capture.step(step)
+    pos = np.searchsorted(p.query_rows, tokens)
+    pos = np.clip(pos, 0, p.query_rows.size - 1)
+    if not np.array_equal(p.query_rows[pos], tokens):
+        raise FlowlensError(f"query tokens {tokens.tolist()} were not recorded in step {step}'s pass.")
+    probs = p.probs[:, :, pos, :]  # [layer, head, query, key]
+    if p.head_reduction is not None:
+        if heads != "mean" and heads != p.head_reduction:
+            raise FlowlensError(
+                f"the capture stored only the {p.head_reduction} over heads; re-run with all heads "
+                "kept for --heads or per-head views."
+            )
+        fused = probs[:, 0]
+    else:
+        fused = fuse_heads(probs, heads, axis=1)
+    return fused.astype(np.float64), p.layers
+
+
+def as_token_scores(rows: np.ndarray, layout: TokenLayout) -> np.ndarray:
+    """float64 copy of ``[..., token]`` values with NaN at masked / padding tokens."""
+    out = np.array(rows, dtype=np.float64)
+    out[..., ~layout.valid] = np.nan
+    return out
+
+
+def _flow_scores(graph: TokenGraph, tokens: np.ndarray, layers) -> np.ndarray:
+    """Attention flow through layers 0..l for each l of ``layers``, as the share of the query's flow.
+
+    One exact max-flow problem per layer (``flowlens.analysis.flow``, rows normalised as in the
+    paper); returns float64 [len(layers), token].
+    """
+    try:
+        from flowlens.analysis.flow import attention_flow_graph
+    except ImportError:
+        raise FlowlensError(
+            "--method flow needs flowlens.analysis.flow, which this installation does not have; use --method "
+            "rollout or --method raw."
+        ) from None
+    q = graph.node_index(tokens)
+    out = []
+    for layer in layers:
+        pos = graph.layer_position(layer)
+        sub = dataclasses.replace(graph, attention=graph.attention[: pos + 1], layers=graph.layers[: pos + 1])
+        res = attention_flow_graph(sub, q, normalize=True)
+        values = np.zeros(graph.num_nodes)
+        values[res.sources] = res.values.mean(axis=0)
+        out.append(graph.to_tokens(values))
+    return np.stack(out)
+
+
+def analyze_capture(
+    capture: Capture,
+    spec: AnalysisSpec,
+    *,
+    images: Mapping[str, np.ndarray] | None = None,
+    frame_index: int | None = None,
+    prompt: str | None = None,
+    every_step: bool = False,
+) -> FrameResult:
+    """Compute ``spec`` on one capture.
+
+    Args:
+      capture: prefix pass and every valid row (rollout / flow), or the suffix rows (raw), for the
+        steps 0 … the step asked for.
+      spec: method, query, heads, step, layers.
+      images: camera → uint8 frame (kept for the figures).
+      every_step: also compute the scores at every recorded denoising step (``step_scores``).
+    Returns:
+      FrameResult with scores [step, layer, token].
+    Raises:
+      FlowlensError: layers / heads / step out of the model's range, a query the layout lacks, a
+        capture that misses what the method needs.
+    """
+    spec.check_model(num_layers=capture.num_layers, num_heads=capture.num_heads, num_steps=capture.num_steps or None)
+    layout = capture.layout
+    tokens = spec.query_tokens(layout)
+    steps = spec.step_indices(capture.num_steps)
+    heads = spec.heads_argument
+    computed = tuple(range(capture.num_steps)) if every_step else steps
+    per_step = []
+    layers: tuple[int, ...] = ()
+    graph_source = capture
+    if spec.method != "raw" and spec.heads is None and any(p.head_reduction is None for p in capture.passes):
+        from flowlens.io.store import apply_policy
+
+        graph_source = apply_policy(capture, "fused")  # fuse once, not once per step and layer
+    for s in computed:
+        if spec.method == "raw":
+            rows, layers = raw_rows(capture, s, tokens, heads)
+            per_step.append(as_token_scores(rows.mean(axis=1), layout))
+            continue
+        graph = TokenGraph.from_capture(graph_source, s, heads=heads, residual=spec.residual)
+        layers = graph.layers
+        if spec.method == "rollout":
+            from flowlens.analysis.rollout import rollout
+
+            r = rollout(graph, tokens)
+            per_step.append(graph.to_tokens(r.values.mean(axis=1)))
+        else:  # flow: one max-flow problem per layer, so only the layers the figures show
+            layers = spec.figure_layers(capture.num_layers)
+            per_step.append(_flow_scores(graph, tokens, layers))
+    if spec.method != "flow" and tuple(layers) != tuple(range(capture.num_layers)):
+        missing = sorted(set(range(capture.num_layers)) - set(layers))
+        raise FlowlensError(f"the capture did not record layers {missing}; record every layer for the figures.")
+    first = steps[0]
+    head_scores = None
+    p = capture.step(first)
+    if p.head_reduction is None:
+        head_scores = as_token_scores(raw_rows(capture, first, tokens, "keep")[0].mean(axis=2), layout)
+    action_attention = None
+    act = layout.actions
+    if act is not None:
+        act_tokens = np.arange(act.start, act.stop)
+        if np.isin(act_tokens, p.query_rows).all():
+            rows, _ = raw_rows(capture, first, act_tokens, heads)
+            action_attention = as_token_scores(rows, layout)
+    times = capture.times
+    all_scores = np.stack(per_step)
+    return FrameResult(
+        layout=layout,
+        spec=spec,
+        scores=all_scores[[computed.index(s) for s in steps]],
+        steps=steps,
+        times=tuple(times[s] for s in steps),
+        layers=tuple(layers),
+        num_layers=capture.num_layers,
+        step_scores=all_scores if every_step else None,
+        step_times=tuple(times) if every_step else (),
+        head_scores=head_scores,
+        action_attention=action_attention,
+        images=dict(images or {}),
+        frame_index=frame_index,
+        prompt=prompt or str(capture.metadata.get("prompt", "")),
+        model=capture.model,
+        actions=capture.actions,
+    )

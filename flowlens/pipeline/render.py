@@ -1,0 +1,238 @@
+"""FrameResult → figures on disk: the ``--viz-type`` PNGs, written atomically.
+
+Viz types (``--viz-type``, several allowed):
+
+    image      attention_image.png      heatmaps on the frame, one row per requested layer
+    text       attention_text.png       word bars, layers × words, highlighted prompt (sinks apart)
+    combined   attention_combined.png   frame heatmap + words + statistics at the focus layer
+    evolution  attention_evolution.png  share of the query's mass per token group across all layers
+    steps      attention_steps.png      heatmaps and group shares per denoising step (focus layer)
+    heads      attention_heads.png      layers × heads heatmaps (raw attention per head)
+    actions    attention_actions.png    action-to-action attention per layer
+    all        the first four (what the legacy script wrote); full: every type
+
+With one type and an ``--output`` file name, that file is written; otherwise ``<stem>_<type>.png``
+next to it (``attention.png`` → ``attention_image.png``, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from flowlens.errors import FlowlensError, unknown_name_error
+from flowlens.pipeline.analyze import FrameResult
+
+VIZ_TYPES = ("image", "text", "combined", "evolution", "steps", "heads", "actions")
+VIZ_CHOICES = (*VIZ_TYPES, "all", "full")
+LEGACY_ALL = ("image", "text", "combined", "evolution")
+MAX_HEAD_LAYERS = 6  # layers × 8 heads panels: more than 6 rows is unreadable
+
+
+def expand_viz(values: str | Iterable[str]) -> tuple[str, ...]:
+    """Resolve ``--viz-type`` values: "all" → the legacy four, "full" → every type; order kept, no repeats."""
+    values = [values] if isinstance(values, str) else list(values)
+    out: list[str] = []
+    for v in values:
+        if v not in VIZ_CHOICES:
+            raise unknown_name_error("viz-type", v, VIZ_CHOICES)
+        for kind in LEGACY_ALL if v == "all" else VIZ_TYPES if v == "full" else (v,):
+            if kind not in out:
+                out.append(kind)
+    return tuple(out)
+
+
+def names_a_folder(output: str | os.PathLike) -> bool:
+    """An ``--output`` that ends with a separator, is an existing folder, or has no suffix."""
+    text = os.fspath(output)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir() or not Path(text).suffix
+
+
+def output_paths(output: str | os.PathLike, kinds: Sequence[str]) -> dict[str, Path]:
+    """Where each figure goes: ``output`` itself for one type, else ``<stem>_<type>.png`` beside it.
+
+    ``output`` may be a directory (ends with a separator or exists as one): files are then named
+    ``attention_<type>.png`` inside it.
+    """
+    text = os.fspath(output)
+    path = Path(text)
+    if names_a_folder(output):
+        return {k: path / f"attention_{k}.png" for k in kinds}
+    if path.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
+        raise FlowlensError(f"--output {text!r} must end in .png (or .pdf, .svg, .jpg); got suffix {path.suffix!r}.")
+    if len(kinds) == 1:
+        return {kinds[0]: path}
+    return {k: path.with_name(f"{path.stem}_{k}{path.suffix}") for k in kinds}
+
+
+def figure_config(result: FrameResult, **overrides):
+    """The FigureConfig whose titles say method, query, heads and step(s) of ``result``."""
+    from flowlens.figures import FigureConfig
+
+    spec = result.spec
+    method = spec.method_label + ("" if len(result.steps) == 1 else f" ({result.step_label})")
+    return FigureConfig(
+        layers=result.figure_layers,
+        heads=spec.heads,
+        query=spec.query_label,
+        method=method,
+        value_label=spec.value_label,
+        **overrides,
+    )
+
+
+def _step(result: FrameResult) -> int | None:
+    return result.steps[0] if len(result.steps) == 1 else None
+
+
+def make_figure(kind: str, result: FrameResult, config=None):
+    """Build one figure (not saved). Raises FlowlensError when the result lacks what ``kind`` needs."""
+    import flowlens.figures as ff
+
+    config = config or figure_config(result)
+    scores = result.layer_scores()
+    layout, images, ids = result.layout, result.images, list(result.layers)
+    step = _step(result)
+    if kind == "image":
+        return ff.attention_image_figure(scores, layout, images, layer_ids=ids, config=config, step=step)
+    if kind == "text":
+        return ff.attention_text_figure(scores, layout, layer_ids=ids, config=config, step=step)
+    if kind == "combined":
+        return ff.attention_combined_figure(scores, layout, images, layer_ids=ids, config=config, step=step)
+    if kind == "evolution":
+        return ff.attention_evolution_figure(
+            scores, layout, layer_ids=ids, config=dataclasses.replace(config, layers=None), step=step
+        )
+    if kind == "steps":
+        return _steps_figure(result, config)
+    if kind == "heads":
+        return _heads_figure(result, config)
+    if kind == "actions":
+        return _actions_figure(result, config)
+    raise unknown_name_error("viz-type", kind, VIZ_TYPES)
+
+
+def _camera_image(result: FrameResult):
+    cams = [c for c in result.layout.cameras if c.valid] or list(result.layout.cameras)
+    return cams[0].name, result.images.get(cams[0].name)
+
+
+def _steps_figure(result: FrameResult, config):
+    import flowlens.figures as ff
+    from flowlens.figures._common import new_figure
+
+    if result.step_scores is None or result.step_scores.shape[0] < 2:
+        raise FlowlensError("the steps figure needs the scores at every denoising step; run with --step all.")
+    layer = result.focus_layer
+    scores = result.step_scores[:, result.layers.index(layer)]  # [step, token]
+    camera, image = _camera_image(result)
+    times = result.step_times or None
+    fig = new_figure((13.0, 6.4))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.5, 1.0])
+    n = scores.shape[0]
+    ncols = min(n, 5)
+    from flowlens.figures.steps import step_labels
+    from flowlens.figures.strips import map_panels
+
+    map_panels(
+        scores,
+        result.layout,
+        camera=camera,
+        image=image,
+        nrows=int(np.ceil(n / ncols)),
+        ncols=ncols,
+        titles=step_labels(n, times),
+        on="frame",
+        cmap=config.cmap,
+        alpha=config.alpha,
+        value_label=config.value_label,
+        fig=top,
+    )
+    ax = bottom.subplots()
+    ff.step_share_evolution(scores, result.layout, ax=ax, title="share per token group at each denoising step")
+    fig.suptitle(
+        dataclasses.replace(config, method=result.spec.method_label).title(
+            layer=layer, extra="across denoising steps (step 0: t = 1.0, pure noise)"
+        ),
+        fontsize=10,
+    )
+    return fig
+
+
+def _heads_figure(result: FrameResult, config):
+    import flowlens.figures as ff
+
+    if result.head_scores is None:
+        raise FlowlensError("the heads figure needs every head recorded; the capture kept only their mean.")
+    layers = list(result.figure_layers)
+    if len(layers) > MAX_HEAD_LAYERS:
+        layers = [layers[int(round(i))] for i in np.linspace(0, len(layers) - 1, MAX_HEAD_LAYERS)]
+    idx = [result.layers.index(x) for x in layers]
+    camera, image = _camera_image(result)
+    title = (
+        f"raw attention per head · query: {result.spec.query_label} · step {result.steps[0]} · "
+        "8 query heads share one key/value head (MQA)"
+    )
+    return ff.head_grid(
+        result.head_scores[idx],
+        result.layout,
+        camera=camera,
+        image=image,
+        layer_ids=layers,
+        title=title,
+        on="frame",
+        cmap=config.cmap,
+        alpha=config.alpha,
+    )
+
+
+def _actions_figure(result: FrameResult, config):
+    import flowlens.figures as ff
+
+    if result.action_attention is None:
+        raise FlowlensError("the actions figure needs the action tokens' rows; this capture has none.")
+    layers = list(result.figure_layers)
+    idx = [result.layers.index(x) for x in layers]
+    mats = ff.action_block(result.action_attention[idx], result.layout)
+    return ff.action_matrix_grid(
+        mats,
+        panel_labels=[f"layer {x}" for x in layers],
+        title=f"action → action raw attention · step {result.steps[0]} · {result.spec.heads_label}",
+    )
+
+
+def render_figures(
+    result: FrameResult,
+    kinds: Sequence[str],
+    output: str | os.PathLike,
+    *,
+    dpi: int = 110,
+    paths: dict[str, Path] | None = None,
+) -> dict[str, Path]:
+    """Draw and atomically write each figure of ``kinds``; returns {kind: path}.
+
+    A figure that fails leaves no file behind (and nothing half-written), and the error propagates.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from flowlens.figures import save_figure
+
+    paths = paths or output_paths(output, kinds)
+    for p in {p.parent for p in paths.values()}:
+        p.mkdir(parents=True, exist_ok=True)
+    config = figure_config(result, dpi=dpi)
+    written = {}
+    for kind in kinds:
+        fig = make_figure(kind, result, config)
+        try:
+            written[kind] = save_figure(fig, paths[kind], dpi=dpi)
+        finally:
+            plt.close(fig)
+    return written

@@ -1,0 +1,121 @@
+"""Frames of an episode → the interactive HTML report (``flowlens.report``).
+
+For each frame the report embeds, for the query of the spec, over every denoising step and layer:
+raw attention per head (plus their mean), rollout (mean over heads), and attention flow when
+``flowlens.analysis.flow`` provides it (at the spec's step, after the last layer: one max-flow
+problem per layer is too slow for every slider position; the report holds it constant). Sliders
+pick frame / step / layer / head; the method switch picks raw / rollout / flow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from flowlens.errors import FlowlensError
+from flowlens.pipeline.analyze import analyze_capture, as_token_scores, raw_rows
+from flowlens.pipeline.backends import CaptureNeeds
+from flowlens.pipeline.sources import source_prompt
+from flowlens.pipeline.spec import AnalysisSpec
+
+
+def flow_available() -> bool:
+    try:
+        from flowlens.analysis import flow
+
+        return hasattr(flow, "attention_flow_graph")
+    except ImportError:
+        return False
+
+
+REPORT_METHODS = ("raw", "rollout", "flow")
+
+
+def check_methods(methods) -> tuple[str, ...]:
+    """Validate report methods; "flow" is dropped (with no error) when the flow module is absent."""
+    from flowlens.errors import unknown_name_error
+
+    methods = tuple(dict.fromkeys(methods))
+    for m in methods:
+        if m not in REPORT_METHODS:
+            raise unknown_name_error("methods", m, REPORT_METHODS)
+    if not methods:
+        raise FlowlensError(f"methods is empty; give some of {list(REPORT_METHODS)}.")
+    return tuple(m for m in methods if m != "flow" or flow_available())
+
+
+def report_frame(backend, frame, spec: AnalysisSpec, *, seed: int = 0, methods=REPORT_METHODS):
+    """One ``ReportFrame``: raw per head + mean, rollout, flow (those of ``methods``), every step."""
+    from flowlens.report import ReportFrame, with_head_mean
+
+    needs = CaptureNeeds(steps=tuple(range(backend.num_steps)), graph=True, all_heads=True)
+    capture = backend.capture(frame, needs, seed=seed)
+    layout = capture.layout
+    tokens = spec.query_tokens(layout)
+    scores = {}
+    if "raw" in methods:
+        per_head = [raw_rows(capture, s, tokens, "keep")[0].mean(axis=2) for s in range(capture.num_steps)]
+        scores["raw"] = with_head_mean(as_token_scores(np.stack(per_head), layout))
+    if "rollout" in methods:
+        all_steps = dataclasses.replace(spec, step="all", heads=None, method="rollout")
+        scores["rollout"] = analyze_capture(capture, all_steps).scores[:, :, None, :]
+    if "flow" in methods:
+        last = (capture.num_layers - 1,)  # one max-flow problem per layer: after the last layer only
+        fl = analyze_capture(capture, dataclasses.replace(spec, method="flow", heads=None, layers=last))
+        scores["flow"] = fl.scores[:, :, None, :]
+    return ReportFrame(layout=layout, scores=scores, images=frame.images, label=f"frame {frame.index}")
+
+
+def build_episode_report(
+    source,
+    backend,
+    spec: AnalysisSpec,
+    *,
+    frames: Sequence[int],
+    output: str | os.PathLike = "report.html",
+    seed: int = 0,
+    progress: bool = True,
+    methods=REPORT_METHODS,
+) -> Path:
+    """Write the interactive report of ``frames`` of one episode; returns the path.
+
+    Raises:
+      FlowlensError: an output not ending in .html, frames out of range, a missing prompt, a report
+        above the size bound (fewer frames help).
+    """
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from flowlens.report import write_report
+
+    path = Path(output)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise FlowlensError(f"--output {str(output)!r} must end in .html (the report is one HTML file).")
+    prompt = source_prompt(source)
+    indices = [source.check_index(i) for i in frames]
+    if not indices:
+        raise FlowlensError("no frames to report; pass --frames (e.g. --frames 0 10 20).")
+    spec.check_model(num_layers=backend.num_layers, num_heads=backend.num_heads, num_steps=backend.num_steps)
+    methods = check_methods(methods)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rframes = [
+        report_frame(backend, source.frame(i), spec, seed=seed, methods=methods)
+        for i in tqdm(indices, desc="report", unit="frame", disable=not progress, file=sys.stderr)
+    ]
+    times = [str(s) for s in range(backend.num_steps)]  # the page says "step <label>"
+    outcome = {True: " · success", False: " · failure"}.get(source.success, "")
+    return write_report(
+        path,
+        rframes,
+        title=f"{prompt} · {source.name}{outcome}",
+        query=spec.query_label,
+        source=str(source.path),
+        layer_ids=list(range(backend.num_layers)),
+        step_labels=times,
+        head_labels=["mean"] + [f"head {h}" for h in range(backend.num_heads)],
+    )
