@@ -23,6 +23,7 @@ downloads it. Loading a SentencePiece model parses a protobuf; no code is execut
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import pathlib
 import warnings
@@ -110,6 +111,30 @@ def _missing_message(path: str | os.PathLike | None) -> str:
         f"download {TOKENIZER_HTTPS}). Pass its path: PaligemmaTokenizer('path/to/{TOKENIZER_FILE}'), "
         f"or set {TOKENIZER_ENV}=path/to/{TOKENIZER_FILE}."
     )
+
+
+PALIGEMMA_SPECIALS = {
+    "pad_id": 0, "eos_id": 1, "bos_id": 2, "unk_id": 3,
+    "pad_piece": "<pad>", "eos_piece": "<eos>", "bos_piece": "<bos>", "unk_piece": "<unk>",
+    "user_defined_symbols": ["\n"], "normalization_rule_name": "identity", "add_dummy_prefix": False,
+    "character_coverage": 1.0, "minloglevel": 2, "num_threads": 1,
+}
+
+
+def train_sentencepiece(sentences: Sequence[str], *, vocab_size: int, **options) -> bytes:
+    """Train a small SentencePiece model with PaliGemma's token layout and return the model file.
+
+    PaliGemma's conventions are the defaults (pad 0, eos 1, bos 2, unk 3, "\n" as its own piece,
+    no normalisation, no dummy prefix; single-threaded, so deterministic); ``options`` override or
+    add SentencePiece trainer settings (``model_type="bpe"``, ``split_digits=True``, ...). For task
+    tokenizers and tests; real checkpoints use the released ``paligemma_tokenizer.model``.
+    """
+    out = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=out, vocab_size=vocab_size,
+        **{**PALIGEMMA_SPECIALS, **options},
+    )
+    return out.getvalue()
 
 
 class PaligemmaTokenizer:

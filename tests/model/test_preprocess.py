@@ -1,11 +1,9 @@
 """Model inputs as openpi prepares them: letterbox rounding, value range, cameras, masks, rotation."""
 
-import io
 import random
 
 import numpy as np
 import pytest
-import sentencepiece as spm
 from PIL import Image
 
 from flowlens.core.frame import FrameTransform
@@ -20,7 +18,7 @@ from flowlens.model.preprocess import (
     resize_with_pad,
     to_model_range,
 )
-from flowlens.model.tokenizer import PaligemmaTokenizer
+from flowlens.model.tokenizer import PaligemmaTokenizer, train_sentencepiece
 
 
 @pytest.fixture(scope="module")
@@ -47,30 +45,9 @@ def tok():
     ]
     sents = [" ".join(rnd.choice(words) for _ in range(8)) for _ in range(300)]
     sents += [f"Task: x, State: {rnd.randint(0, 255)} {rnd.randint(0, 255)};\nAction: " for _ in range(50)]
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sents),
-        model_writer=model,
-        vocab_size=60,
-        pad_id=0,
-        eos_id=1,
-        bos_id=2,
-        unk_id=3,
-        pad_piece="<pad>",
-        eos_piece="<eos>",
-        bos_piece="<bos>",
-        unk_piece="<unk>",
-        user_defined_symbols=["\n"],
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        add_dummy_prefix=False,
-        split_digits=True,
-        hard_vocab_limit=False,
-        character_coverage=1.0,
-        minloglevel=2,
-        num_threads=1,
-    )
-    return PaligemmaTokenizer.from_bytes(model.getvalue(), max_len=48)
+    model = train_sentencepiece(sents, vocab_size=60, remove_extra_whitespaces=False, split_digits=True,
+                                hard_vocab_limit=False)
+    return PaligemmaTokenizer.from_bytes(model, max_len=48)
 
 
 def _frame(h, w, seed=0):

@@ -1,6 +1,5 @@
 """PaliGemma tokenizer wrapper, with a tiny SentencePiece model trained here (no network)."""
 
-import io
 import random
 
 import numpy as np
@@ -15,6 +14,7 @@ from flowlens.model.tokenizer import (
     clean_prompt,
     default_tokenizer_path,
     discretize_state,
+    train_sentencepiece,
 )
 
 OBJECTS = [
@@ -62,31 +62,9 @@ def train_tiny_sentencepiece(path, vocab_size=90):
         f"Task: {s}, State: {' '.join(str(rnd.randint(0, 255)) for _ in range(8))};\nAction: "
         for s in sentences[:100]
     ]
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type="unigram",
-        pad_id=0,
-        eos_id=1,
-        bos_id=2,
-        unk_id=3,
-        pad_piece="<pad>",
-        eos_piece="<eos>",
-        bos_piece="<bos>",
-        unk_piece="<unk>",
-        user_defined_symbols=["\n"],
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        add_dummy_prefix=False,
-        split_digits=True,
-        hard_vocab_limit=False,
-        character_coverage=1.0,
-        minloglevel=2,
-        num_threads=1,
-    )
-    path.write_bytes(model.getvalue())
+    model = train_sentencepiece(sentences, vocab_size=vocab_size, model_type="unigram",
+                                remove_extra_whitespaces=False, split_digits=True, hard_vocab_limit=False)
+    path.write_bytes(model)
     return path
 
 

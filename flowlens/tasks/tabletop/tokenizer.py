@@ -13,10 +13,7 @@ It loads with :class:`flowlens.model.tokenizer.PaligemmaTokenizer` like PaliGemm
 
 from __future__ import annotations
 
-import io
-
-import sentencepiece
-
+from flowlens.model.tokenizer import train_sentencepiece
 from flowlens.tasks.tabletop.scene import all_prompts
 
 VOCAB_SIZE = 72
@@ -24,26 +21,4 @@ VOCAB_SIZE = 72
 
 def train_tokenizer(vocab_size: int = VOCAB_SIZE) -> bytes:
     """Train the task tokenizer (deterministic, single thread) and return the model file's bytes."""
-    out = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(all_prompts()),
-        model_writer=out,
-        vocab_size=vocab_size,
-        model_type="bpe",
-        pad_id=0,
-        eos_id=1,
-        bos_id=2,
-        unk_id=3,
-        pad_piece="<pad>",
-        eos_piece="<eos>",
-        bos_piece="<bos>",
-        unk_piece="<unk>",
-        user_defined_symbols=["\n"],
-        normalization_rule_name="identity",
-        add_dummy_prefix=False,
-        num_threads=1,
-        character_coverage=1.0,
-        byte_fallback=False,
-        minloglevel=2,
-    )
-    return out.getvalue()
+    return train_sentencepiece(all_prompts(), vocab_size=vocab_size, model_type="bpe", byte_fallback=False)
