@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flowlens.core.capture import Capture, PassKind
+from flowlens.core.capture import Capture, PassKind, resolve_layers
 from flowlens.core.graph import TokenGraph
 from flowlens.core.layout import TokenLayout
-from flowlens.errors import FlowlensError, check_index
+from flowlens.errors import FlowlensError
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -209,17 +209,7 @@ def _from_capture(capture: Capture, step, query, layers, select) -> HeadAttentio
                 f"per-head analysis needs every head, but the {p.kind.value} pass stored only the "
                 f"{p.head_reduction!r} of the heads; record all heads (head_reduction=None)."
             )
-    available = sorted(set.intersection(*(set(p.layers) for p, _ in parts)))
-    if layers is None:
-        layers = available
-    else:
-        layers = [check_index("layer", int(x), capture.num_layers, "layers") for x in layers]
-        missing = [x for x in layers if x not in available]
-        if missing:
-            raise FlowlensError(
-                f"layer {missing[0]} was not recorded in the passes needed; recorded: {available}."
-            )
-    layers = tuple(sorted(layers))
+    layers = resolve_layers([p for p, _ in parts], layers, capture.num_layers)
     out = None
     for p, which in parts:
         what = f"the {p.kind.value} pass" + (f" of step {p.step}" if p.step is not None else "")

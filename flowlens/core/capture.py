@@ -206,6 +206,23 @@ class Capture:
                 f"{self.nbytes / 1e6:.1f} MB)")
 
 
+def resolve_layers(passes: Sequence[AttentionPass], layers: Sequence[int] | None, num_layers: int,
+                   what: str = "the passes needed") -> tuple[int, ...]:
+    """The model layers to analyse: ``layers`` (checked), or every layer all ``passes`` recorded.
+
+    Raises:
+      FlowlensError: a layer outside the model, or one that some pass did not record.
+    """
+    available = sorted(set.intersection(*(set(p.layers) for p in passes)))
+    if layers is None:
+        return tuple(available)
+    chosen = [check_index("layer", int(x), num_layers, "layers") for x in layers]
+    missing = [x for x in chosen if x not in available]
+    if missing:
+        raise FlowlensError(f"layer {missing[0]} was not recorded in {what}; recorded: {available}.")
+    return tuple(sorted(chosen))
+
+
 def validate_capture(capture: Capture, *, check_rows: bool = True) -> None:
     """Check every pass against the layout; raise FlowlensError on a mismatch.
 

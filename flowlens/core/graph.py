@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flowlens.core.capture import Capture, PassKind
+from flowlens.core.capture import Capture, PassKind, resolve_layers
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
 
@@ -135,18 +135,7 @@ class TokenGraph:
                 "Record the prefix pass (or store with a policy that keeps prefix rows) to run "
                 "rollout / flow; raw attention of the recorded rows is still available from capture.steps."
             )
-        available = sorted(set.intersection(*(set(p.layers) for p in parts)))
-        if layers is None:
-            layers = available
-        else:
-            layers = [check_index("layer", int(x), capture.num_layers, "layers") for x in layers]
-            missing = [x for x in layers if x not in available]
-            if missing:
-                raise FlowlensError(
-                    f"layer {missing[0]} was not recorded in every pass this graph needs; "
-                    f"recorded: {available}."
-                )
-        layers = sorted(layers)
+        layers = list(resolve_layers(parts, layers, capture.num_layers, "every pass this graph needs"))
         keep_heads = isinstance(heads, str) and heads == "keep"
         for p in parts:
             if p.head_reduction is not None and not (isinstance(heads, str) and heads == p.head_reduction):
