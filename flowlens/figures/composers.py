@@ -66,6 +66,13 @@ def _views(config: FigureConfig) -> list[str]:
     return ["frame", "model"] if config.on == "both" else [config.on]
 
 
+def _camera_panel(ax, scores, layout, cam, images, view, config, vmin, vmax, title):
+    """One camera's token scores [token] overlaid per ``config``, on a shared colour scale, no colorbar."""
+    return image_overlay(patch_grid(scores, layout, cam.name), cam, image=images.get(cam.name), on=view, ax=ax,
+                         cmap=config.cmap, alpha=config.alpha, vmin=vmin, vmax=vmax, smooth=config.smooth,
+                         show_patch_grid=config.patch_grid, colorbar=False, title=title)
+
+
 def attention_image_figure(
     scores: np.ndarray,
     layout: TokenLayout,
@@ -122,21 +129,7 @@ def attention_image_figure(
             title = label(cam, view) if r == 0 else ""
         else:
             title = f"layer {ids[li]}"
-        image_overlay(
-            patch_grid(vals[li], layout, cam.name),
-            cam,
-            image=imgs.get(cam.name),
-            on=view,
-            ax=ax,
-            cmap=config.cmap,
-            alpha=config.alpha,
-            vmin=lo,
-            vmax=hi,
-            smooth=config.smooth,
-            show_patch_grid=config.patch_grid,
-            colorbar=False,
-            title=title,
-        )
+        _camera_panel(ax, vals[li], layout, cam, imgs, view, config, lo, hi, title)
         if len(ids) > MAX_LAYER_ROWS:
             ax.title.set_fontsize(8)
             if c == 0:
@@ -261,21 +254,7 @@ def attention_combined_figure(
     cam_axes = []
     for i, cam in enumerate(cams):
         ax = fig.add_subplot(spec[0, i])
-        image_overlay(
-            patch_grid(row, layout, cam.name),
-            cam,
-            image=imgs.get(cam.name),
-            on=view,
-            ax=ax,
-            cmap=config.cmap,
-            alpha=config.alpha,
-            vmin=lo,
-            vmax=hi,
-            smooth=config.smooth,
-            show_patch_grid=config.patch_grid,
-            colorbar=False,
-            title=short_camera(cam.name),
-        )
+        _camera_panel(ax, row, layout, cam, imgs, view, config, lo, hi, short_camera(cam.name))
         cam_axes.append(ax)
     add_colorbar(cam_axes[0], cam_axes[0].images[-1], config.value_label, axes=cam_axes)
     ax_t = fig.add_subplot(spec[0, -1])
