@@ -256,6 +256,17 @@ class Pi0Model:
     # ---- training-style full pass -------------------------------------------------------------
     def forward_arrays(self, params, arrays, noisy_actions, time, *, capture=None, edit=None, remat=False):
         """The full pass on arrays: returns (v_t float32 [B, H_a, action_dim], captured or None)."""
+        v_t, _, _, cap = self.forward_outputs(params, arrays, noisy_actions, time, capture=capture, edit=edit,
+                                              remat=remat)
+        return v_t, cap
+
+    def forward_outputs(self, params, arrays, noisy_actions, time, *, capture=None, edit=None, remat=False):
+        """The full pass on arrays, with the prefix's outputs too (training heads read them).
+
+        Returns:
+          (v_t float32 [B, H_a, action_dim], prefix_out [B, P, D0] final-normed prefix hidden states,
+          prefix_mask bool [B, P], captured or None).
+        """
         images, image_masks, state, tokens, token_mask = arrays
         cfg = self.config
         pre, pre_mask, pre_ar, _ = self.embed_prefix(params, images, image_masks, tokens, token_mask)
@@ -264,18 +275,21 @@ class Pi0Model:
         ar = jnp.concatenate([pre_ar, suf_ar], axis=0)
         mask = make_attn_mask(input_mask, ar)
         positions = jnp.cumsum(input_mask, axis=1) - 1
-        (_, suffix_out), _, cap = gemma.transformer(
+        (prefix_out, suffix_out), _, cap = gemma.transformer(
             params["PaliGemma"]["llm"], [pre, suf], positions, mask, configs=self.experts, dtype=self.dtype,
             adarms_cond=[None, cond], capture=capture, edit=edit, remat=remat)
         v_t = linear(params["action_out_proj"], suffix_out[:, -cfg.action_horizon:])
-        return v_t, cap
+        return v_t, prefix_out, pre_mask, cap
 
     def compute_loss(self, params: dict, obs: Observation, actions: jax.Array, rng: jax.Array, *,
-                     remat: bool = False) -> jax.Array:
+                     remat: bool = False, return_prefix: bool = False):
         """openpi's flow-matching loss (traceable; no augmentation): float32 [B, H_a].
 
         Noise ~ N(0, 1), t ~ Beta(1.5, 1)·0.999 + 0.001, x_t = t·noise + (1−t)·actions, target
         u_t = noise − actions, loss = mean over action_dim of (v_t − u_t)².
+
+        ``return_prefix=True`` returns ``(loss, prefix_out [B, P, D0], prefix_mask [B, P])`` for
+        auxiliary training heads on the prefix (same single pass).
         """
         noise_rng, time_rng = jax.random.split(rng)
         actions = jnp.asarray(actions, jnp.float32)
@@ -283,8 +297,9 @@ class Pi0Model:
         time = jax.random.beta(time_rng, 1.5, 1, actions.shape[:-2]) * 0.999 + 0.001
         te = time[..., None, None]
         x_t = te * noise + (1 - te) * actions
-        v_t, _ = self.forward_arrays(params, self.obs_arrays(obs), x_t, time, remat=remat)
-        return jnp.mean(jnp.square(v_t - (noise - actions)), axis=-1)
+        v_t, prefix_out, prefix_mask, _ = self.forward_outputs(params, self.obs_arrays(obs), x_t, time, remat=remat)
+        loss = jnp.mean(jnp.square(v_t - (noise - actions)), axis=-1)
+        return (loss, prefix_out, prefix_mask) if return_prefix else loss
 
     def forward(self, params: dict, obs: Observation, noisy_actions, time, *,
                 capture: CaptureConfig | None = None, knockouts=None, empty_rows: str = "keep_self"):

@@ -10,10 +10,14 @@ Samples are a deterministic function of the seeds: scene ``seed`` and the frames
 ``numpy.random.default_rng([seed, 1])``, reach and transport frames (where the chunk heads for a
 named object) three times as likely as the others.
 
-Shapes (N samples, C = 2 cameras, S = 56, L = 20 prompt tokens, H = 10 actions)::
+Shapes (N samples, C = 2 cameras, S = 56, L = 20 prompt tokens, H = 10 actions, P = 16 patches)::
 
     images uint8 [N, C, S, S, 3]   states float32 [N, 4]   actions float32 [N, H, 4]
-    tokens int32 [N, L]            token_mask bool [N, L]
+    tokens int32 [N, L]            token_mask bool [N, L]  patch_labels float32 [N, C, P, 3]
+
+The targets of the two pre-training heads (see :mod:`flowlens.tasks.tabletop.train`) come from
+the renderer's id buffers and the expert: :func:`patch_labels` (which patches show the named
+source, the named target, the gripper) and :func:`grounding_targets` (where they are).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ class Samples:
       tokens: int32 [N, L]; token_mask: bool [N, L].
       seeds: int64 [N] scene seed; frames: int64 [N] frame index in the episode.
       phases: int64 [N] index into PHASES (len(PHASES) for the final frame).
+      patch_labels: float32 [N, C, P, 3] share of each model patch (P = grid², row-major)
+        covered by the named source, the named target and the gripper, through the same letterbox
+        as the images (the targets of the auxiliary referring-segmentation head); None if not made.
     """
 
     images: np.ndarray
@@ -56,6 +63,7 @@ class Samples:
     seeds: np.ndarray
     frames: np.ndarray
     phases: np.ndarray
+    patch_labels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.states.shape[0])
@@ -67,12 +75,29 @@ def frame_inputs(views: dict, config: Pi0Config) -> np.ndarray:
     return np.stack([resize_with_pad(views[c][0], s, s) for c in config.cameras])
 
 
+def patch_labels(views: dict, scene, config: Pi0Config) -> np.ndarray:
+    """camera → (rgb, ids) of one frame → float32 [C, P, 3]: per model patch, the share covered by
+    the named source, the named target and the gripper (ids letterboxed like the images)."""
+    from flowlens.tasks.tabletop.render import GRIPPER_ID
+
+    s, p = config.siglip.image_size, config.siglip.patch_size
+    out = []
+    for c in config.cameras:
+        ids = views[c][1]
+        planes = np.stack([ids == scene.source + 1, ids == scene.target + 1, ids == GRIPPER_ID], -1)
+        boxed = resize_with_pad((planes * 255).astype(np.uint8), s, s).astype(np.float32) / 255
+        g = s // p
+        out.append(boxed.reshape(g, p, g, p, 3).mean(axis=(1, 3)).reshape(g * g, 3))
+    return np.stack(out)
+
+
 def make_samples(
     seeds: Iterable[int],
     tokenizer: PaligemmaTokenizer,
     config: Pi0Config,
     *,
     frames_per_episode: int = 6,
+    num_objects: int | None = None,
     progress: bool = False,
 ) -> Samples:
     """Samples from the expert episodes of ``seeds`` (``frames_per_episode`` random frames each)."""
@@ -80,7 +105,8 @@ def make_samples(
     if frames_per_episode <= 0:
         raise FlowlensError(f"frames_per_episode must be positive, got {frames_per_episode}.")
     cols: dict[str, list] = {
-        k: [] for k in ("images", "states", "actions", "tokens", "token_mask", "seeds", "frames", "phases")
+        k: []
+        for k in ("images", "states", "actions", "tokens", "token_mask", "seeds", "frames", "phases", "patch_labels")
     }
     tok_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     it = seeds
@@ -90,7 +116,7 @@ def make_samples(
         it = tqdm(seeds, desc="rendering samples", unit="episode")
     phase_index = {p: i for i, p in enumerate(PHASES)}
     for seed in it:
-        scene = sample_scene(int(seed))
+        scene = sample_scene(int(seed), num_objects=num_objects)
         ep = run_expert(scene, render_frames=False)
         rng = np.random.default_rng([int(seed), 1])
         # frames where the chunk heads for a named object (reach, transport) are drawn 3x as often
@@ -101,7 +127,9 @@ def make_samples(
             tok_cache[scene.prompt] = (tp.ids, tp.mask)
         ids, mask = tok_cache[scene.prompt]
         for t in sorted(int(t) for t in ts):
-            cols["images"].append(frame_inputs(ep.render_frame(t), config))
+            views = ep.render_frame(t)
+            cols["images"].append(frame_inputs(views, config))
+            cols["patch_labels"].append(patch_labels(views, scene, config))
             cols["states"].append(ep.states[t])
             cols["actions"].append(ep.action_chunk(t, config.action_horizon))
             cols["tokens"].append(ids)
@@ -110,10 +138,43 @@ def make_samples(
             cols["frames"].append(t)
             cols["phases"].append(phase_index.get(ep.phases[t], len(PHASES)))
     arrays = {
-        k: np.stack(v) if k in ("images", "states", "actions", "tokens", "token_mask") else np.asarray(v)
+        k: np.stack(v)
+        if k in ("images", "states", "actions", "tokens", "token_mask", "patch_labels")
+        else np.asarray(v)
         for k, v in cols.items()
     }
     return Samples(**arrays)
+
+
+GOAL_SCALE = 0.5  # table units per unit of a grounding target
+
+
+def grounding_targets(samples: Samples, *, num_objects: int | None = None) -> np.ndarray:
+    """What the scene's prompt refers to, for the auxiliary grounding head of pre-training.
+
+    Per sample: the named source's and the named target's plane offsets from the gripper and
+    the gripper's own pose, ``(src_dx, src_dy, tgt_dx, tgt_dy, x, y, z, g)``, in units of
+    ``GOAL_SCALE`` table units (the gripper's x, y centred on the table). No rendering: the
+    expert is re-run without images (``num_objects`` as the samples were made).
+
+    Returns:
+      float32 [N, 8].
+    """
+    from flowlens.tasks.tabletop.scene import TABLE_SIZE
+
+    out = np.zeros((len(samples), 8), np.float32)
+    episodes: dict[int, tuple] = {}
+    for i, (seed, t) in enumerate(zip(samples.seeds.tolist(), samples.frames.tolist(), strict=True)):
+        if seed not in episodes:
+            scene = sample_scene(int(seed), num_objects=num_objects)
+            episodes = {seed: (scene, run_expert(scene, render_frames=False))}
+        scene, ep = episodes[seed]
+        st, xy = ep.states[t], ep.object_xy[t]
+        out[i, 0:2] = xy[scene.source] - st[:2]
+        out[i, 2:4] = xy[scene.target] - st[:2]
+        out[i, 4:6] = st[:2] - np.asarray(TABLE_SIZE) / 2
+        out[i, 6:8] = st[2:4]
+    return out / GOAL_SCALE
 
 
 def compute_norm_stats(samples: Samples) -> dict[str, NormStats]:
@@ -159,6 +220,7 @@ __all__ = [
     "Samples",
     "compute_norm_stats",
     "frame_inputs",
+    "grounding_targets",
     "make_samples",
     "model_batch",
 ]

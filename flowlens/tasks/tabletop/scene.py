@@ -174,14 +174,17 @@ def sample_scene(seed: int, *, num_objects: int | None = None) -> Scene:
 
     Args:
       seed: any non-negative int.
-      num_objects: 3 or 4 objects; None draws it from the seed.
+      num_objects: 3 or 4 objects; None draws it from the seed. 2 gives source and target
+        alone (no distractor; the first stage of the training curriculum).
 
     Returns:
       Scene with source, target and 1–2 distractors, the first of the source's kind, all
       objects of different colours, in random order, and a prompt from one of the TEMPLATES.
     """
-    if num_objects is not None and not 3 <= num_objects <= 4:
-        raise FlowlensError(f"num_objects must be 3 or 4, got {num_objects}.")
+    if num_objects is not None and not 2 <= num_objects <= 4:
+        raise FlowlensError(
+            f"num_objects must be 2, 3 or 4, got {num_objects} (2: source and target only, no distractor)."
+        )
     # objects are large (a bowl is about one 14-px patch wide in the 56-px model input), so the
     # default is 3 or 4 of them; 5 still fit
     rng = np.random.default_rng(seed)
@@ -191,8 +194,9 @@ def sample_scene(seed: int, *, num_objects: int | None = None) -> Scene:
     colors = [str(c) for c in rng.permutation(list(COLORS))[:n]]
     # source, target, a distractor of the source's kind, then any kinds
     kinds = [str(rng.choice(PICKABLE)), str(rng.choice(RECEPTACLES))]
-    kinds.append(kinds[0])
-    kinds += [str(rng.choice(KINDS)) for _ in range(n - 3)]
+    if n >= 3:
+        kinds.append(kinds[0])
+    kinds += [str(rng.choice(KINDS)) for _ in range(n - len(kinds))]
     specs = list(zip(kinds[:n], colors, strict=True))
     order = rng.permutation(n)
     kinds = [specs[i][0] for i in order]

@@ -1,4 +1,4 @@
-"""Train the embedded default model (a tiny Pi0) on the tabletop task, on a CPU.
+"""Train the embedded default model (a tiny Pi0.5) on the tabletop task, on a CPU, in two stages.
 
 Run::
 
@@ -10,16 +10,34 @@ What it does, deterministically from ``--seed``:
 1. trains the task tokenizer (:mod:`flowlens.tasks.tabletop.tokenizer`);
 2. renders ``--episodes`` expert episodes (training seeds ``0 … episodes-1``;
    held-out seeds start at :data:`~flowlens.tasks.tabletop.dataset.HELD_OUT_SEED`), several frames
-   each, and computes openpi norm stats (mean, std, q01, q99; Pi0.5 uses the quantiles);
-3. trains :class:`flowlens.model.pi0.Pi0Model` with openpi's flow-matching loss
-   (``Pi0Model.compute_loss``: t ~ Beta(1.5, 1), x_t = t·noise + (1−t)·actions, target
-   noise − actions), AdamW with warm-up and cosine decay, gradient clipping at 1 and an EMA of the
-   weights; a tqdm bar shows progress, ``loss.csv`` and ``loss.png`` record the loss curve;
-4. stops after ``--steps`` steps or ``--minutes`` minutes, whichever comes first, checkpointing
-   every ``--save-every`` steps (``params.npz``, the EMA weights);
-5. evaluates on held-out scenes (:mod:`flowlens.tasks.tabletop.evaluate`) and writes
+   each with per-patch labels of the named objects, and computes openpi norm stats (mean, std,
+   q01, q99; Pi0.5 uses the quantiles);
+3. **stage 1, pre-training** (the first ``--pretrain-steps``): real Pi0 starts from PaliGemma, a
+   VLM already pre-trained to ground phrases such as "red bowl" in images (detection and
+   referring segmentation). A model trained from scratch has no such prior, and flow matching
+   alone does not find one in a CPU budget: with the action loss only, the tiny model ignored the
+   prompt and headed for the named object at chance level after 2,400–4,000 steps. So the prefix
+   (image encoder + PaliGemma expert) is first trained on two throw-away heads reading its
+   final-normed outputs: a *referring-segmentation* head (per image patch: the share covered by
+   the named source, the named target and the gripper; :func:`dataset.patch_labels`) and a
+   *grounding* head (mean over prefix tokens → the named objects' offsets from the gripper and
+   the gripper's pose; :func:`dataset.grounding_targets`). The heads are not part of the model
+   and are not shipped (``aux_heads.npz`` keeps them for ``--init``);
+4. **stage 2**: openpi's flow-matching loss (``Pi0Model.compute_loss``: t ~ Beta(1.5, 1),
+   x_t = t·noise + (1−t)·actions, target noise − actions) plus the two heads, for the
+   remaining steps. AdamW with warm-up and one cosine decay over both stages, gradient clipping at
+   1 and an EMA of the weights; a tqdm bar shows progress, ``loss.csv`` and ``loss.png`` record
+   the three losses;
+5. stops after ``--steps`` steps or ``--minutes`` minutes, whichever comes first, checkpointing
+   every ``--save-every`` steps (``params.npz``, the EMA weights); ``--eval-every`` prints a quick
+   held-out evaluation (and the segmentation head's hit rate) while it trains;
+6. evaluates on held-out scenes (:mod:`flowlens.tasks.tabletop.evaluate`) and writes
    ``summary.json``; with ``--ship`` copies tokenizer, weights, config and norm stats to
    ``flowlens/assets/tabletop/``.
+
+Initialisation: openpi's initialisers except the token embedding (unit scale after Gemma's
+``sqrt(width)``), the Pi0.5 adaRMS gates (open) and the patch position embedding (2-D sin-cos);
+see :func:`init_params`.
 """
 
 from __future__ import annotations
@@ -33,6 +51,10 @@ import time
 
 import numpy as np
 
+GOAL_DIM = 8
+STEPS = 10_000
+PRETRAIN_STEPS = 3_000
+SEG_SCALE = 10.0  # patch shares are small (most patches 0): scale their mean squared error up
 ASSET_DIR = pathlib.Path(__file__).resolve().parents[2] / "assets" / "tabletop"
 
 
@@ -43,28 +65,46 @@ def config_to_dict(config) -> dict:
     return d
 
 
-def _plot_loss(csv_rows: list[tuple[int, float, float, float]], path: pathlib.Path) -> None:
+def _plot_loss(csv_rows: list[tuple], path: pathlib.Path, pretrain_steps: int = 0) -> None:
+    """Moving means of the flow-matching loss and the two pre-training head losses; the stage
+    boundary as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = np.array([r[0] for r in csv_rows])
-    loss = np.array([r[1] for r in csv_rows])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, loss, lw=0.6, alpha=0.4, label="loss (batch)")
-    if len(loss) >= 20:
-        k = max(5, len(loss) // 50)
-        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"moving mean ({k})")
+    data = np.asarray([r[:4] for r in csv_rows], float)
+    steps = data[:, 0]
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    k = max(1, len(data) // 100)
+    for col, label in ((1, "flow matching"), (2, "grounding head"), (3, "segmentation head")):
+        y = data[:, col]
+        if not np.any(y > 0):
+            continue
+        smooth = np.convolve(y, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1 :], np.maximum(smooth, 1e-6), lw=1.2, label=label)
+    if 0 < pretrain_steps < steps[-1]:
+        ax.axvline(pretrain_steps, color="0.4", ls="--", lw=0.8, label="stage 2 starts")
     ax.set_xlabel("step")
-    ax.set_ylabel("flow-matching loss")
+    ax.set_ylabel(f"loss (moving mean of {k})")
     ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("tabletop tiny Pi0")
+    ax.legend(fontsize=8)
+    ax.set_title("tabletop tiny Pi0.5: pre-training heads, then flow matching")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def posemb_sincos_2d(grid: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
+    """float32 [grid², width]: 2-D sine-cosine position embedding of a row-major patch grid
+    (width/4 frequencies each for sin/cos of the row and of the column, as big_vision's ``sincos2d``)."""
+    if width % 4:
+        raise ValueError(f"width must be a multiple of 4 for a 2-D sin-cos embedding, got {width}")
+    rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+    omega = 1.0 / temperature ** (np.arange(width // 4) / max(width // 4 - 1, 1))
+    r = rows.reshape(-1, 1) * omega[None]
+    c = cols.reshape(-1, 1) * omega[None]
+    return np.concatenate([np.sin(c), np.cos(c), np.sin(r), np.cos(r)], axis=1).astype(np.float32)
 
 
 def init_params(model, rng):
@@ -80,6 +120,12 @@ def init_params(model, rng):
     import jax.numpy as jnp
 
     params = model.init(rng)
+    # the patch position embedding starts as big_vision's "sincos2d" (still learned): a clean,
+    # linearly decodable position for the action tokens to read from an attended patch
+    img = params["PaliGemma"]["img"]
+    pe = img["pos_embedding"]
+    grid = int(round(pe.shape[1] ** 0.5))
+    img["pos_embedding"] = jnp.asarray(posemb_sincos_2d(grid, pe.shape[2]))[None].astype(pe.dtype)
     emb = params["PaliGemma"]["llm"]["embedder"]["input_embedding"]
     k = jax.random.fold_in(rng, 1)
     params["PaliGemma"]["llm"]["embedder"]["input_embedding"] = jax.random.normal(k, emb.shape, emb.dtype) / (
@@ -94,14 +140,22 @@ def init_params(model, rng):
     return params
 
 
-def build_samples(out: pathlib.Path, episodes: int, frames_per_episode: int, tokenizer, config):
+def build_samples(out: pathlib.Path, episodes: int, frames_per_episode: int, tokenizer, config, num_objects=None):
     from flowlens.tasks.tabletop.dataset import Samples, make_samples
 
-    cache = out / f"samples_{episodes}x{frames_per_episode}.npz"
+    tag = "" if num_objects is None else f"_{num_objects}obj"
+    cache = out / f"samples_v2_{episodes}x{frames_per_episode}{tag}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as d:
             return Samples(**{k: d[k] for k in d.files})
-    samples = make_samples(range(episodes), tokenizer, config, frames_per_episode=frames_per_episode, progress=True)
+    samples = make_samples(
+        range(episodes),
+        tokenizer,
+        config,
+        frames_per_episode=frames_per_episode,
+        num_objects=num_objects,
+        progress=True,
+    )
     np.savez(cache, **dataclasses.asdict(samples))
     return samples
 
@@ -109,18 +163,23 @@ def build_samples(out: pathlib.Path, episodes: int, frames_per_episode: int, tok
 def train(
     out: str | pathlib.Path,
     *,
-    steps: int = 2000,
-    minutes: float = 30.0,
-    batch_size: int = 32,
-    episodes: int = 4000,
-    frames_per_episode: int = 6,
+    steps: int = STEPS,
+    pretrain_steps: int = PRETRAIN_STEPS,
+    minutes: float = 60.0,
+    batch_size: int = 8,
+    episodes: int = 6000,
+    frames_per_episode: int = 5,
     lr: float = 1e-3,
     warmup: int = 100,
     ema: float = 0.99,
     seed: int = 0,
-    save_every: int = 100,
+    save_every: int = 500,
     init: str | None = None,
     log_every: int = 1,
+    num_objects: int | None = None,
+    eval_every: int = 0,
+    grounding: float = 1.0,
+    segmentation: float = 1.0,
 ) -> dict:
     """Train and return a summary dict (also written to ``out/summary.json``).
 
@@ -147,7 +206,7 @@ def train(
     from flowlens.model.pi0 import Pi0Model
     from flowlens.model.tokenizer import PaligemmaTokenizer
     from flowlens.tasks.tabletop.config import tabletop_config
-    from flowlens.tasks.tabletop.dataset import compute_norm_stats, model_batch
+    from flowlens.tasks.tabletop.dataset import compute_norm_stats, grounding_targets, model_batch
     from flowlens.tasks.tabletop.params_io import load_params_npz
     from flowlens.tasks.tabletop.tokenizer import train_tokenizer
 
@@ -160,10 +219,11 @@ def train(
     tokenizer = PaligemmaTokenizer.from_bytes(proto, max_len=config.max_token_len)
     if tokenizer.vocab_size != config.vocab_size:
         raise RuntimeError(f"tokenizer has {tokenizer.vocab_size} pieces, config expects {config.vocab_size}")
-    samples = build_samples(out, episodes, frames_per_episode, tokenizer, config)
+    samples = build_samples(out, episodes, frames_per_episode, tokenizer, config, num_objects)
     stats = compute_norm_stats(samples)
     save_norm_stats(stats, out)
     (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+    goals = grounding_targets(samples, num_objects=num_objects) if grounding else None
     data_seconds = time.time() - t_start
     print(f"{len(samples)} samples from {episodes} episodes in {data_seconds:.0f}s", flush=True)
 
@@ -172,10 +232,23 @@ def train(
     key, k_init = jax.random.split(key)
     params = load_params_npz(init) if init else init_params(model, k_init)
     params = jax.tree.map(jnp.asarray, params)
+    ema_params = params
+    width = config.paligemma.width
+    aux_file = pathlib.Path(init).with_name("aux_heads.npz") if init else None
+    params = {
+        "model": params,
+        "aux": {k: jnp.asarray(v) for k, v in np.load(aux_file, allow_pickle=False).items()}
+        if aux_file is not None and aux_file.is_file()
+        else {
+            "kernel": jax.random.normal(jax.random.fold_in(k_init, 2), (width, GOAL_DIM)) / width**0.5,
+            "bias": jnp.zeros((GOAL_DIM,)),
+            "seg_kernel": jax.random.normal(jax.random.fold_in(k_init, 3), (width, 3)) / width**0.5,
+            "seg_bias": jnp.zeros((3,)),
+        },
+    }
     schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1), end_value=lr * 0.05)
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=1e-4))
     opt_state = opt.init(params)
-    ema_params = params
     cams = config.cameras
 
     def loss_fn(p, batch, rng):
@@ -186,19 +259,59 @@ def train(
             tokenized_prompt=batch["tokens"],
             tokenized_prompt_mask=batch["token_mask"],
         )
-        return jnp.mean(model.compute_loss(p, obs, batch["actions"], rng))
+        flow, prefix_out, prefix_mask = model.compute_loss(p["model"], obs, batch["actions"], rng, return_prefix=True)
+        flow = jnp.mean(flow)
+        if not (grounding or segmentation):
+            return flow, (flow, jnp.float32(0), jnp.float32(0))
+        m = prefix_mask[..., None].astype(jnp.float32)
+        pooled = jnp.sum(prefix_out * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+        pred = pooled @ p["aux"]["kernel"] + p["aux"]["bias"]
+        aux = jnp.mean(jnp.square(pred - batch["goals"]))
+        n_img = batch["patch_labels"].shape[1] * batch["patch_labels"].shape[2]
+        seg = prefix_out[:, :n_img] @ p["aux"]["seg_kernel"] + p["aux"]["seg_bias"]
+        labels = batch["patch_labels"].reshape(seg.shape)
+        aux_seg = jnp.mean(jnp.square(seg - labels)) * SEG_SCALE
+        return batch["flow_weight"] * flow + grounding * aux + segmentation * aux_seg, (flow, aux, aux_seg)
 
     @jax.jit
     def train_step(p, ema_p, o, batch, rng):
-        loss, grads = jax.value_and_grad(loss_fn)(p, batch, rng)
+        (_, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, batch, rng)
         updates, o = opt.update(grads, o, p)
         p = optax.apply_updates(p, updates)
-        ema_p = jax.tree.map(lambda e, x: ema * e + (1 - ema) * x, ema_p, p)
-        return p, ema_p, o, loss, optax.global_norm(grads)
+        ema_p = jax.tree.map(lambda e, x: ema * e + (1 - ema) * x, ema_p, p["model"])
+        return p, ema_p, o, losses, optax.global_norm(grads)
+
+    if eval_every:
+        from flowlens.tasks.tabletop.evaluate import evaluate_policy, held_out_cases
+
+        quick = {"held_out": held_out_cases(50), "train": held_out_cases(50, start=0)}
+        eval_rows = []
+        if segmentation:
+            from flowlens.tasks.tabletop.dataset import HELD_OUT_SEED, make_samples
+
+            probe = make_samples(range(HELD_OUT_SEED, HELD_OUT_SEED + 100), tokenizer, config, frames_per_episode=2)
+            probe_batch = {
+                k: jnp.asarray(v) for k, v in model_batch(probe, np.arange(len(probe)), stats, config).items()
+            }
+
+            @jax.jit
+            def seg_predict(p, b):
+                obs = Observation(
+                    images={c: b["images"][:, i] for i, c in enumerate(cams)},
+                    image_masks={},
+                    state=b["state"],
+                    tokenized_prompt=b["tokens"],
+                    tokenized_prompt_mask=b["token_mask"],
+                )
+                _, prefix_out, _ = model.compute_loss(
+                    p["model"], obs, b["actions"], jax.random.key(0), return_prefix=True
+                )
+                n_img = probe.patch_labels.shape[1] * probe.patch_labels.shape[2]
+                return prefix_out[:, :n_img] @ p["aux"]["seg_kernel"] + p["aux"]["seg_bias"]
 
     order_rng = np.random.default_rng(seed)
     perm, pos = order_rng.permutation(len(samples)), 0
-    rows: list[tuple[int, float, float, float]] = []
+    rows: list[tuple[int, float, float, float, float, float]] = []
     t0 = time.time()
     deadline = t0 + minutes * 60
     bar = tqdm(total=steps, desc="training", unit="step")
@@ -209,21 +322,43 @@ def train(
         idx = np.sort(perm[pos : pos + batch_size])
         pos += batch_size
         batch = {k: jnp.asarray(v) for k, v in model_batch(samples, idx, stats, config).items()}
+        batch["goals"] = jnp.asarray(goals[idx] if grounding else np.zeros((len(idx), GOAL_DIM), np.float32))
+        batch["patch_labels"] = jnp.asarray(samples.patch_labels[idx])
+        # stage 1 (pre-training, steps <= pretrain_steps): the grounding heads alone train the
+        # prefix, as PaliGemma is pre-trained before Pi0 is; stage 2 adds the flow-matching loss
+        batch["flow_weight"] = jnp.float32(0.0 if step <= pretrain_steps else 1.0)
         key, k_step = jax.random.split(key)
-        params, ema_params, opt_state, loss, gnorm = train_step(params, ema_params, opt_state, batch, k_step)
-        loss = float(loss)
+        params, ema_params, opt_state, losses, gnorm = train_step(params, ema_params, opt_state, batch, k_step)
+        loss, aux_g, aux_s = (float(v) for v in losses)
         if step % log_every == 0:
-            rows.append((step, loss, float(gnorm), time.time() - t0))
+            rows.append((step, loss, float(aux_g), float(aux_s), float(gnorm), time.time() - t0))
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
+        if eval_every and step % eval_every == 0:
+            res = {k: evaluate_policy(model, ema_params, tokenizer, stats, v) for k, v in quick.items()}
+            if segmentation:  # does the prefix find the named source? (arg-max patch of the head)
+                seg = np.asarray(seg_predict(params, probe_batch)).reshape(probe.patch_labels.shape)
+                best = seg[..., 0].argmax(-1)
+                hit = np.take_along_axis(probe.patch_labels[..., 0], best[..., None], -1)[..., 0] > 0.1
+                res["held_out"]["seg_source_hit"] = hit.mean(0).tolist()
+            eval_rows.append((step, res))
+            msg = (
+                " ".join(
+                    f"{k}: acc {r['accuracy']:.2f}/{r['chance']:.2f} swap {r.get('swap_accuracy', 0):.2f}"
+                    for k, r in res.items()
+                )
+                + f" seg {res['held_out'].get('seg_source_hit')}"
+            )
+            bar.write(f"step {step}: {msg}")
+            (out / "eval.json").write_text(json.dumps(eval_rows, indent=1))
         if step % save_every == 0 or time.time() > deadline:
-            _save(out, ema_params, rows, step)
+            _save(out, ema_params, rows, step, aux=params["aux"], pretrain_steps=pretrain_steps)
         if time.time() > deadline:
             print(f"time budget of {minutes} min spent at step {step}", flush=True)
             break
     bar.close()
     train_seconds = time.time() - t0
-    _save(out, ema_params, rows, step)
+    _save(out, ema_params, rows, step, aux=params["aux"], pretrain_steps=pretrain_steps)
     tail = [r[1] for r in rows[-50:]]
     summary = {
         "steps": step,
@@ -244,16 +379,18 @@ def train(
     return summary
 
 
-def _save(out: pathlib.Path, params, rows, step: int) -> None:
+def _save(out: pathlib.Path, params, rows, step: int, aux=None, pretrain_steps: int = 0) -> None:
     from flowlens.tasks.tabletop.params_io import save_params
 
     save_params(params, out / "params.npz")
+    if aux is not None:  # the pre-training heads (not part of the model; resumed by --init)
+        np.savez(out / "aux_heads.npz", **{k: np.asarray(v) for k, v in aux.items()})
     with open(out / "loss.csv", "w") as f:
-        f.write("step,loss,grad_norm,seconds\n")
+        f.write("step,loss,grounding_loss,segmentation_loss,grad_norm,seconds\n")
         for r in rows:
-            f.write(f"{r[0]},{r[1]:.6f},{r[2]:.6f},{r[3]:.1f}\n")
+            f.write(",".join([str(r[0]), *(f"{v:.6f}" for v in r[1:-1]), f"{r[-1]:.1f}"]) + "\n")
     if rows:
-        _plot_loss(rows, out / "loss.png")
+        _plot_loss(rows, out / "loss.png", pretrain_steps)
     (out / "last_step.txt").write_text(str(step))
 
 
@@ -274,18 +411,28 @@ def ship(out: str | pathlib.Path, asset_dir: pathlib.Path = ASSET_DIR) -> dict[s
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m flowlens.tasks.tabletop.train", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="flowlens_out/tabletop_train", help="output directory")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--episodes", type=int, default=4000)
-    p.add_argument("--frames-per-episode", type=int, default=6)
+    p.add_argument("--steps", type=int, default=STEPS, help="optimizer steps in all (both stages)")
+    p.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=PRETRAIN_STEPS,
+        help="stage 1: the first steps train the prefix on the grounding heads only",
+    )
+    p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--episodes", type=int, default=6000)
+    p.add_argument("--frames-per-episode", type=int, default=5)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.99)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save-every", type=int, default=100)
-    p.add_argument("--init", default=None, help="continue from this params.npz")
-    p.add_argument("--eval-scenes", type=int, default=100, help="held-out scenes to evaluate (0: skip)")
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--init", default=None, help="continue from this params.npz (and its aux_heads.npz)")
+    p.add_argument("--segmentation", type=float, default=1.0, help="weight of the referring-segmentation head")
+    p.add_argument("--grounding", type=float, default=1.0, help="weight of the pooled grounding head")
+    p.add_argument("--num-objects", type=int, default=None, help="objects per scene (default: 3 or 4)")
+    p.add_argument("--eval-every", type=int, default=1000, help="quick held-out evaluation every N steps (0: none)")
+    p.add_argument("--eval-scenes", type=int, default=100, help="held-out scenes to evaluate at the end (0: skip)")
     p.add_argument("--ship", action="store_true", help="copy the result into flowlens/assets/tabletop")
     a = p.parse_args(argv)
     summary = train(
@@ -301,6 +448,11 @@ def main(argv: list[str] | None = None) -> None:
         seed=a.seed,
         save_every=a.save_every,
         init=a.init,
+        num_objects=a.num_objects,
+        eval_every=a.eval_every,
+        grounding=a.grounding,
+        segmentation=a.segmentation,
+        pretrain_steps=a.pretrain_steps,
     )
     if a.eval_scenes:
         from flowlens.tasks.tabletop.evaluate import evaluate_run
