@@ -1,6 +1,6 @@
 """Benchmark: do the action tokens' attention maps point at the object the prompt names?
 
-Run (≈ a few minutes on a shared 2-core CPU):   python benchmarks/bench_pointing.py
+Run (≈ 10 s for 200 frames on a 2-core CPU):     python benchmarks/bench_pointing.py
 Smoke (seconds):                                 python benchmarks/bench_pointing.py --smoke
 
 Model: ``builtin:tabletop`` (or ``--run DIR``, a training output directory). Frames: held-out
@@ -8,20 +8,20 @@ tabletop scenes (seeds from ``HELD_OUT_SEED``, never trained on), reach-phase fr
 gripper is still heading for the named source object, so that object is what the action chunk
 should draw on. For each frame the real sampler records attention (prefix pass + the chosen
 denoising step, all layers, heads averaged at capture time), and three maps of the action
-tokens (mean over the 10 action queries) over the **base camera**'s 4×4 patches are compared
-with the named object's mask (from the renderer):
+tokens (mean over the 10 action queries) over each camera's 4×4 patches (base and wrist, one
+record each) are compared with the named object's mask in that camera (from the renderer):
 
 * ``raw``: last-layer attention of the action tokens;
 * ``rollout``: attention rollout through all 18 layers (residual 0.5, Abnar & Zuidema);
 * ``flow``: exact attention flow (flowlens.analysis.flow) from the action tokens to every token.
 
-Metrics, per map (mean over frames):
+Metrics, per map and camera (mean over frames):
 
 * ``pointing``: pointing game (Zhang et al. 2016) on the patch grid: a hit when the arg-max
   patch, taken back to frame pixels through the letterbox FrameTransform, overlaps the named
   object's mask. ``pointing_chance``: the same for a uniformly drawn (non-padding) patch.
 * ``named_first``: the named object gets more map mass than every other object (mass = the
-  frame heatmap summed over the object's mask). ``named_first_chance``: 1 / objects.
+  frame heatmap summed over the object's mask). ``named_first_chance``: 1 / objects in view.
 * ``mass_in_mask``: fraction of the frame heatmap's mass inside the named object's mask
   ("weighting game"); ``mass_chance``: the mask's share of the frame (a uniform map).
 * ``mass_on_gripper``: the same fraction on the gripper's pixels (``gripper_chance``: its share
@@ -30,7 +30,10 @@ Metrics, per map (mean over frames):
   the gripper favours other objects);
 * ``word_rank_color`` / ``word_rank_kind``: 0-based rank of the named object's colour word and
   kind word among the prompt's words (text scores: pieces merged into words; BOS / "\\n" apart);
-  ``word_rank_chance``: (words - 1) / 2.
+  ``word_rank_chance``: (words - 1) / 2;
+* ``share_base`` / ``share_wrist`` / ``share_text``: the share of the map's mass on each
+  camera's patches and on the prompt tokens (does the object reach the actions through the
+  prompt or straight from the patches?).
 
 Prints one JSON line per map and a final summary line; ``--out FILE`` also writes them.
 """
@@ -98,6 +101,24 @@ def patch_valid(seg) -> np.ndarray:
     return np.array([min(seg.patch_frame_box(i)[2:]) > 0 for i in range(seg.size)])
 
 
+def _score_camera(r: dict, grid, flat, seg, hits, valid, masks, named: int, nearest: int, gripper) -> None:
+    """Append one frame's pointing / mass metrics for one camera to the lists in ``r``."""
+    from flowlens.projection.image import frame_heatmap
+
+    r["pointing"].append(bool(hits[int(np.argmax(flat))]))
+    r["pointing_chance"].append(float(hits[valid].mean()))
+    heat = frame_heatmap(grid, seg, smooth=False)
+    mass = object_masses(heat, masks)
+    visible = masks.any(axis=(1, 2))
+    r["named_first"].append(bool(np.argmax(mass) == named))
+    r["named_first_chance"].append(1.0 / max(int(visible.sum()), 1))
+    r["mass_in_mask"].append(float(mass[named]))
+    r["mass_chance"].append(float(masks[named].mean()))
+    r["mass_on_gripper"].append(float(object_masses(heat, gripper[None])[0]))
+    r["gripper_chance"].append(float(gripper.mean()))
+    r["nearest_first"].append(bool(np.argmax(mass) == nearest))
+
+
 def maps_for(capture, step: int, flow_fn):
     """token scores (float [n], NaN at removed tokens) of the action tokens: raw, rollout, flow."""
     from flowlens.analysis.rollout import rollout
@@ -125,7 +146,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     n_frames = 8 if a.smoke else a.frames
 
     from flowlens.model.capture_config import CaptureConfig
-    from flowlens.projection.image import camera_segment, frame_heatmap, patch_grid
+    from flowlens.projection.image import camera_segment, patch_grid
     from flowlens.projection.text import word_scores
     from flowlens.tasks.tabletop.evaluate import held_out_cases
     from flowlens.tasks.tabletop.policy import observe
@@ -142,8 +163,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cases = held_out_cases(n_frames, render_frames=True)
     cap_cfg = CaptureConfig(heads="mean", image_norms=False)  # all steps: a capture must hold steps 0..k
     methods = ["raw", "rollout"] + (["flow"] if flow_fn is not None else [])
+    cameras = list(cfg.cameras)
     rec = {
-        m: {
+        (m, cam): {
             k: []
             for k in (
                 "pointing",
@@ -161,7 +183,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             )
         }
         for m in methods
+        for cam in cameras
     }
+    shares: dict[str, list] = {m: [] for m in methods}
     t0 = time.time()
     key_noise = np.random.default_rng(0)
     for case in cases:
@@ -171,45 +195,50 @@ def main(argv: list[str] | None = None) -> list[dict]:
         noise = key_noise.standard_normal((1, cfg.action_horizon, cfg.action_dim)).astype(np.float32)
         _, capture = model.sample_actions(params, obs, noise=noise, capture=cap_cfg)
         layout = capture.layout
-        seg = camera_segment(layout, "base_0_rgb")
-        masks = ep.masks["base_0_rgb"][t]  # [N, H, W]
         named = case.scene.source
-        gripper = ep.render_frame(t)["base_0_rgb"][1] == GRIPPER_ID
         nearest = int(np.argmin(np.linalg.norm(ep.object_xy[t] - ep.states[t, None, :2], axis=1)))
-        hits = patch_hits(seg, masks[named])
-        valid = patch_valid(seg)
         src = case.scene.source_object
+        groups = {
+            "share_base": layout.select(kind="image", camera="base_0_rgb"),
+            "share_wrist": layout.select(kind="image", camera="left_wrist_0_rgb"),
+            "share_text": layout.select(kind="text"),
+        }
         for m, scores in maps_for(capture, a.step, flow_fn).items():
-            grid = patch_grid(scores, layout, "base_0_rgb")
-            flat = np.where(valid, np.nan_to_num(grid.reshape(-1), nan=-np.inf), -np.inf)
-            r = rec[m]
-            r["pointing"].append(bool(hits[int(np.argmax(flat))]))
-            r["pointing_chance"].append(float(hits[valid].mean()))
-            heat = frame_heatmap(grid, seg, smooth=False)
-            mass = object_masses(heat, masks)
-            r["named_first"].append(bool(np.argmax(mass) == named))
-            r["named_first_chance"].append(1.0 / len(mass))
-            r["mass_in_mask"].append(float(mass[named]))
-            r["mass_chance"].append(float(masks[named].mean()))
-            r["mass_on_gripper"].append(float(object_masses(heat, gripper[None])[0]))
-            r["gripper_chance"].append(float(gripper.mean()))
-            r["nearest_first"].append(bool(np.argmax(mass) == nearest))
-            ws = word_scores(scores, layout)
-            r["word_rank_color"].append(ws.rank_of(src.color))
-            r["word_rank_kind"].append(ws.rank_of(src.kind))
-            r["word_rank_chance"].append((len(ws.words) - 1) / 2)
+            total = np.nansum(scores)
+            shares[m].append([float(np.nansum(scores[idx]) / total) for idx in groups.values()])
+            for cam in cameras:
+                seg = camera_segment(layout, cam)
+                masks = ep.masks[cam][t]  # [N, H, W]
+                gripper = ep.render_frame(t)[cam][1] == GRIPPER_ID
+                hits = patch_hits(seg, masks[named])
+                valid = patch_valid(seg)
+                grid = patch_grid(scores, layout, cam)
+                flat = np.where(valid, np.nan_to_num(grid.reshape(-1), nan=-np.inf), -np.inf)
+                _score_camera(rec[m, cam], grid, flat, seg, hits, valid, masks, named, nearest, gripper)
+                ws = word_scores(scores, layout)
+                r = rec[m, cam]
+                r["word_rank_color"].append(ws.rank_of(src.color))
+                r["word_rank_kind"].append(ws.rank_of(src.kind))
+                r["word_rank_chance"].append((len(ws.words) - 1) / 2)
     seconds = time.time() - t0
     out: list[dict] = []
     for m in methods:
-        emit(
-            {
-                "map": m,
-                "frames": len(cases),
-                "step": a.step,
-                **{k: round(float(np.mean(v)), 4) for k, v in rec[m].items()},
-            },
-            out,
-        )
+        share = np.mean(shares[m], axis=0)
+        for cam in cameras:
+            emit(
+                {
+                    "map": m,
+                    "camera": cam,
+                    "frames": len(cases),
+                    "step": a.step,
+                    **{k: round(float(np.mean(v)), 4) for k, v in rec[m, cam].items()},
+                    **{
+                        k: round(float(v), 4)
+                        for k, v in zip(("share_base", "share_wrist", "share_text"), share, strict=True)
+                    },
+                },
+                out,
+            )
     emit(
         {
             "summary": "pointing",

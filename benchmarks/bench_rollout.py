@@ -71,8 +71,8 @@ def run(args, threads: int) -> None:
     full[:, cap.layout.prefix_len:] = cap.steps[0].probs.mean(axis=1)
     rows = np.arange(cap.layout.prefix_len, cap.layout.n)  # state + 50 actions = 51 queries
     n = full.shape[-1]
-    print(json.dumps({"what": "setup", "blas_threads": threads, "layers": layers, "heads": heads, "tokens": n, "queries": len(rows),
-                      "graph_build_s": round(build, 4), "graph_nodes": graph.num_nodes}))
+    print(json.dumps({"what": "setup", "blas_threads": threads, "layers": layers, "heads": heads, "tokens": n,
+                      "queries": len(rows), "graph_build_s": round(build, 4), "graph_nodes": graph.num_nodes}))
 
     results = {}
     for name, fn in [

@@ -374,6 +374,9 @@ def train(
         "seed": seed,
         "jax": jax.__version__,
         "optax": optax.__version__,
+        "pretrain_steps": pretrain_steps,
+        "grounding": grounding,
+        "segmentation": segmentation,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
