@@ -96,7 +96,7 @@ def test_curriculum_samples_use_two_object_scenes(tokenizer):
 
 
 def test_sincos_position_embedding_literal_values():
-    from flowlens.tasks.tabletop.train import posemb_sincos_2d
+    from flowlens.tasks.tabletop.init import posemb_sincos_2d
 
     pe = posemb_sincos_2d(2, 8)  # frequencies 1 and 1e-4; columns: sin(col), cos(col), sin(row), cos(row)
     assert pe.shape == (4, 8) and pe.dtype == np.float32

@@ -37,7 +37,7 @@ What it does, deterministically from ``--seed``:
 
 Initialisation: openpi's initialisers except the token embedding (unit scale after Gemma's
 ``sqrt(width)``), the Pi0.5 adaRMS gates (open) and the patch position embedding (2-D sin-cos);
-see :func:`init_params`.
+see :func:`flowlens.tasks.tabletop.init.init_params`.
 """
 
 from __future__ import annotations
@@ -95,49 +95,17 @@ def _plot_loss(csv_rows: list[tuple], path: pathlib.Path, pretrain_steps: int = 
     plt.close(fig)
 
 
-def posemb_sincos_2d(grid: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
-    """float32 [grid², width]: 2-D sine-cosine position embedding of a row-major patch grid
-    (width/4 frequencies each for sin/cos of the row and of the column, as big_vision's ``sincos2d``)."""
-    if width % 4:
-        raise ValueError(f"width must be a multiple of 4 for a 2-D sin-cos embedding, got {width}")
-    rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
-    omega = 1.0 / temperature ** (np.arange(width // 4) / max(width // 4 - 1, 1))
-    r = rows.reshape(-1, 1) * omega[None]
-    c = cols.reshape(-1, 1) * omega[None]
-    return np.concatenate([np.sin(c), np.cos(c), np.sin(r), np.cos(r)], axis=1).astype(np.float32)
+def batch_observation(batch: dict, cameras):
+    """A training batch (images [B, C, S, S, 3], state, tokens, token_mask) → an Observation."""
+    from flowlens.model.observation import Observation
 
-
-def init_params(model, rng):
-    """Random parameters for training from scratch: openpi's initialisers, except the token
-    embedding, drawn with std ``1/sqrt(width)`` instead of flax's 0.01 so that embedded prompt
-    tokens (``row * sqrt(width)``) start at unit scale like the image tokens; with 0.01 they start
-    about 12x smaller than the image tokens and the prompt is drowned in the first layers.
-
-    Pi0.5 only: openpi zero-initialises the adaRMS modulation (scale, shift, gate), so every
-    gated residual branch of the action expert starts closed (gate 0) and the expert does
-    nothing until the gates grow; here the gate biases start at 1 (an ordinary residual)."""
-    import jax
-    import jax.numpy as jnp
-
-    params = model.init(rng)
-    # the patch position embedding starts as big_vision's "sincos2d" (still learned): a clean,
-    # linearly decodable position for the action tokens to read from an attended patch
-    img = params["PaliGemma"]["img"]
-    pe = img["pos_embedding"]
-    grid = int(round(pe.shape[1] ** 0.5))
-    img["pos_embedding"] = jnp.asarray(posemb_sincos_2d(grid, pe.shape[2]))[None].astype(pe.dtype)
-    emb = params["PaliGemma"]["llm"]["embedder"]["input_embedding"]
-    k = jax.random.fold_in(rng, 1)
-    params["PaliGemma"]["llm"]["embedder"]["input_embedding"] = jax.random.normal(k, emb.shape, emb.dtype) / (
-        emb.shape[1] ** 0.5
+    return Observation(
+        images={c: batch["images"][:, i] for i, c in enumerate(cameras)},
+        image_masks={},
+        state=batch["state"],
+        tokenized_prompt=batch["tokens"],
+        tokenized_prompt_mask=batch["token_mask"],
     )
-    if model.config.pi05:
-        llm = params["PaliGemma"]["llm"]
-        w = model.config.action_expert.width
-        for norm in (llm["layers"]["pre_attention_norm_1"], llm["layers"]["pre_ffw_norm_1"], llm["final_norm_1"]):
-            bias = norm["Dense_0"]["bias"]
-            norm["Dense_0"]["bias"] = bias.at[..., 2 * w :].set(jnp.ones_like(bias[..., 2 * w :]))
-    return params
 
 
 def build_samples(out: pathlib.Path, episodes: int, frames_per_episode: int, tokenizer, config, num_objects=None):
@@ -202,12 +170,21 @@ def train(
     from tqdm import tqdm
 
     from flowlens.model.norm_stats import save_norm_stats
-    from flowlens.model.observation import Observation
     from flowlens.model.pi0 import Pi0Model
     from flowlens.model.tokenizer import PaligemmaTokenizer
     from flowlens.tasks.tabletop.config import tabletop_config
     from flowlens.tasks.tabletop.dataset import compute_norm_stats, grounding_targets, model_batch
+    from flowlens.tasks.tabletop.init import init_params
     from flowlens.tasks.tabletop.params_io import load_params_npz
+    from flowlens.tasks.tabletop.pretrain_heads import (
+        GOAL_DIM,
+        SEG_CLASSES,
+        head_losses,
+        init_heads,
+        load_heads,
+        source_hit_rate,
+    )
+    from flowlens.tasks.tabletop.pretrain_heads import segmentation as segmentation_head
     from flowlens.tasks.tabletop.tokenizer import train_tokenizer
 
     out = pathlib.Path(out)
@@ -233,44 +210,21 @@ def train(
     params = load_params_npz(init) if init else init_params(model, k_init)
     params = jax.tree.map(jnp.asarray, params)
     ema_params = params
-    width = config.paligemma.width
-    aux_file = pathlib.Path(init).with_name("aux_heads.npz") if init else None
-    params = {
-        "model": params,
-        "aux": {k: jnp.asarray(v) for k, v in np.load(aux_file, allow_pickle=False).items()}
-        if aux_file is not None and aux_file.is_file()
-        else {
-            "kernel": jax.random.normal(jax.random.fold_in(k_init, 2), (width, GOAL_DIM)) / width**0.5,
-            "bias": jnp.zeros((GOAL_DIM,)),
-            "seg_kernel": jax.random.normal(jax.random.fold_in(k_init, 3), (width, 3)) / width**0.5,
-            "seg_bias": jnp.zeros((3,)),
-        },
-    }
+    heads = load_heads(pathlib.Path(init).parent) if init else None
+    heads = init_heads(k_init, config.paligemma.width) if heads is None else heads
+    params = {"model": params, "aux": jax.tree.map(jnp.asarray, heads)}
     schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1), end_value=lr * 0.05)
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, b1=0.9, b2=0.95, weight_decay=1e-4))
     opt_state = opt.init(params)
     cams = config.cameras
 
     def loss_fn(p, batch, rng):
-        obs = Observation(
-            images={c: batch["images"][:, i] for i, c in enumerate(cams)},
-            image_masks={},
-            state=batch["state"],
-            tokenized_prompt=batch["tokens"],
-            tokenized_prompt_mask=batch["token_mask"],
-        )
+        obs = batch_observation(batch, cams)
         flow, prefix_out, prefix_mask = model.compute_loss(p["model"], obs, batch["actions"], rng, return_prefix=True)
         flow = jnp.mean(flow)
         if not (grounding or segmentation):
             return flow, (flow, jnp.float32(0), jnp.float32(0))
-        m = prefix_mask[..., None].astype(jnp.float32)
-        pooled = jnp.sum(prefix_out * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
-        pred = pooled @ p["aux"]["kernel"] + p["aux"]["bias"]
-        aux = jnp.mean(jnp.square(pred - batch["goals"]))
-        n_img = batch["patch_labels"].shape[1] * batch["patch_labels"].shape[2]
-        seg = prefix_out[:, :n_img] @ p["aux"]["seg_kernel"] + p["aux"]["seg_bias"]
-        labels = batch["patch_labels"].reshape(seg.shape)
-        aux_seg = jnp.mean(jnp.square(seg - labels)) * SEG_SCALE
+        aux, aux_seg = head_losses(p["aux"], prefix_out, prefix_mask, batch["goals"], batch["patch_labels"])
         return batch["flow_weight"] * flow + grounding * aux + segmentation * aux_seg, (flow, aux, aux_seg)
 
     @jax.jit
@@ -296,18 +250,10 @@ def train(
 
             @jax.jit
             def seg_predict(p, b):
-                obs = Observation(
-                    images={c: b["images"][:, i] for i, c in enumerate(cams)},
-                    image_masks={},
-                    state=b["state"],
-                    tokenized_prompt=b["tokens"],
-                    tokenized_prompt_mask=b["token_mask"],
-                )
-                _, prefix_out, _ = model.compute_loss(
-                    p["model"], obs, b["actions"], jax.random.key(0), return_prefix=True
-                )
-                n_img = probe.patch_labels.shape[1] * probe.patch_labels.shape[2]
-                return prefix_out[:, :n_img] @ p["aux"]["seg_kernel"] + p["aux"]["seg_bias"]
+                obs = batch_observation(b, cams)
+                key0 = jax.random.key(0)
+                _, prefix_out, _ = model.compute_loss(p["model"], obs, b["actions"], key0, return_prefix=True)
+                return segmentation_head(p["aux"], prefix_out, probe.patch_labels[0].size // SEG_CLASSES)
 
     order_rng = np.random.default_rng(seed)
     perm, pos = order_rng.permutation(len(samples)), 0
@@ -338,9 +284,7 @@ def train(
             res = {k: evaluate_policy(model, ema_params, tokenizer, stats, v) for k, v in quick.items()}
             if segmentation:  # does the prefix find the named source? (arg-max patch of the head)
                 seg = np.asarray(seg_predict(params, probe_batch)).reshape(probe.patch_labels.shape)
-                best = seg[..., 0].argmax(-1)
-                hit = np.take_along_axis(probe.patch_labels[..., 0], best[..., None], -1)[..., 0] > 0.1
-                res["held_out"]["seg_source_hit"] = hit.mean(0).tolist()
+                res["held_out"]["seg_source_hit"] = source_hit_rate(seg, probe.patch_labels)
             eval_rows.append((step, res))
             msg = (
                 " ".join(
@@ -384,10 +328,11 @@ def train(
 
 def _save(out: pathlib.Path, params, rows, step: int, aux=None, pretrain_steps: int = 0) -> None:
     from flowlens.tasks.tabletop.params_io import save_params
+    from flowlens.tasks.tabletop.pretrain_heads import save_heads
 
     save_params(params, out / "params.npz")
     if aux is not None:  # the pre-training heads (not part of the model; resumed by --init)
-        np.savez(out / "aux_heads.npz", **{k: np.asarray(v) for k, v in aux.items()})
+        save_heads(aux, out)
     with open(out / "loss.csv", "w") as f:
         f.write("step,loss,grounding_loss,segmentation_loss,grad_norm,seconds\n")
         for r in rows:
