@@ -1,4 +1,4 @@
-"""The embedded default model: ``builtin:tabletop``, a tiny Pi0 trained on the tabletop task.
+"""The embedded default model: ``builtin:tabletop``, a tiny Pi0.5 trained on the tabletop task.
 
 Shipped under ``flowlens/assets/tabletop/``::
 

@@ -233,7 +233,7 @@ def train(
         updates, o = opt.update(grads, o, p)
         p = optax.apply_updates(p, updates)
         ema_p = jax.tree.map(lambda e, x: ema * e + (1 - ema) * x, ema_p, p["model"])
-        return p, ema_p, o, losses, optax.global_norm(grads)
+        return p, ema_p, o, losses, optax.tree.norm(grads)
 
     if eval_every:
         from flowlens.tasks.tabletop.evaluate import evaluate_policy, held_out_cases
