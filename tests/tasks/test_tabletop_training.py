@@ -9,7 +9,7 @@ import pytest
 from flowlens.errors import FlowlensError
 from flowlens.model.tokenizer import PaligemmaTokenizer
 from flowlens.tasks.tabletop.config import tabletop_config
-from flowlens.tasks.tabletop.dataset import GOAL_SCALE, grounding_targets, make_samples, patch_labels
+from flowlens.tasks.tabletop.dataset import GOAL_SCALE, make_samples, patch_labels
 from flowlens.tasks.tabletop.expert import run_expert
 from flowlens.tasks.tabletop.render import GRIPPER_ID
 from flowlens.tasks.tabletop.scene import PICKABLE, RECEPTACLES, TABLE_SIZE, sample_scene
@@ -67,7 +67,7 @@ def test_samples_and_grounding_targets_match_the_expert(tokenizer):
     cfg = tabletop_config()
     s = make_samples([5, 6], tokenizer, cfg, frames_per_episode=3)
     assert s.images.shape == (6, 2, 56, 56, 3) and s.patch_labels.shape == (6, 2, 16, 3)
-    g = grounding_targets(s)
+    g = s.goals
     assert g.shape == (6, 8) and g.dtype == np.float32
     for i in range(len(s)):
         scene = sample_scene(int(s.seeds[i]))
@@ -87,7 +87,7 @@ def test_samples_and_grounding_targets_match_the_expert(tokenizer):
 
 def test_curriculum_samples_use_two_object_scenes(tokenizer):
     s = make_samples([1, 2], tokenizer, tabletop_config(), frames_per_episode=1, num_objects=2)
-    g = grounding_targets(s, num_objects=2)
+    g = s.goals
     for i, seed in enumerate(s.seeds.tolist()):
         scene = sample_scene(seed, num_objects=2)
         ep = run_expert(scene, render_frames=False)

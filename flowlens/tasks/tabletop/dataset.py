@@ -14,10 +14,11 @@ Shapes (N samples, C = 2 cameras, S = 56, L = 20 prompt tokens, H = 10 actions, 
 
     images uint8 [N, C, S, S, 3]   states float32 [N, 4]   actions float32 [N, H, 4]
     tokens int32 [N, L]            token_mask bool [N, L]  patch_labels float32 [N, C, P, 3]
+    goals float32 [N, 8]
 
 The targets of the two pre-training heads (see :mod:`flowlens.tasks.tabletop.train`) come from
 the renderer's id buffers and the expert: :func:`patch_labels` (which patches show the named
-source, the named target, the gripper) and :func:`grounding_targets` (where they are).
+source, the named target, the gripper) and :func:`grounding_target` (where they are).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class Samples:
       phases: int64 [N] index into PHASES (len(PHASES) for the final frame).
       patch_labels: float32 [N, C, P, 3] share of each model patch (P = grid², row-major)
         covered by the named source, the named target and the gripper, through the same letterbox
-        as the images (the targets of the auxiliary referring-segmentation head); None if not made.
+        as the images (the targets of the referring-segmentation pre-training head).
+      goals: float32 [N, 8] targets of the grounding pre-training head (:func:`grounding_target`).
     """
 
     images: np.ndarray
@@ -63,7 +65,8 @@ class Samples:
     seeds: np.ndarray
     frames: np.ndarray
     phases: np.ndarray
-    patch_labels: np.ndarray | None = None
+    patch_labels: np.ndarray
+    goals: np.ndarray
 
     def __len__(self) -> int:
         return int(self.states.shape[0])
@@ -91,6 +94,26 @@ def patch_labels(views: dict, scene, config: Pi0Config) -> np.ndarray:
     return np.stack(out)
 
 
+GOAL_SCALE = 0.5  # table units per unit of a grounding target
+
+
+def grounding_target(scene, episode, t: int) -> np.ndarray:
+    """What the prompt refers to at frame ``t``, for the grounding head of pre-training.
+
+    Returns:
+      float32 [8]: the named source's and the named target's plane offsets from the gripper and
+      the gripper's own pose, ``(src_dx, src_dy, tgt_dx, tgt_dy, x, y, z, g)``, in units of
+      ``GOAL_SCALE`` table units (the gripper's x, y centred on the table).
+    """
+    from flowlens.tasks.tabletop.scene import TABLE_SIZE
+
+    st, xy = episode.states[t], episode.object_xy[t]
+    out = np.concatenate(
+        [xy[scene.source] - st[:2], xy[scene.target] - st[:2], st[:2] - np.asarray(TABLE_SIZE) / 2, st[2:4]]
+    )
+    return (out / GOAL_SCALE).astype(np.float32)
+
+
 def make_samples(
     seeds: Iterable[int],
     tokenizer: PaligemmaTokenizer,
@@ -106,7 +129,18 @@ def make_samples(
         raise FlowlensError(f"frames_per_episode must be positive, got {frames_per_episode}.")
     cols: dict[str, list] = {
         k: []
-        for k in ("images", "states", "actions", "tokens", "token_mask", "seeds", "frames", "phases", "patch_labels")
+        for k in (
+            "images",
+            "states",
+            "actions",
+            "tokens",
+            "token_mask",
+            "seeds",
+            "frames",
+            "phases",
+            "patch_labels",
+            "goals",
+        )
     }
     tok_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     it = seeds
@@ -130,6 +164,7 @@ def make_samples(
             views = ep.render_frame(t)
             cols["images"].append(frame_inputs(views, config))
             cols["patch_labels"].append(patch_labels(views, scene, config))
+            cols["goals"].append(grounding_target(scene, ep, t))
             cols["states"].append(ep.states[t])
             cols["actions"].append(ep.action_chunk(t, config.action_horizon))
             cols["tokens"].append(ids)
@@ -139,42 +174,11 @@ def make_samples(
             cols["phases"].append(phase_index.get(ep.phases[t], len(PHASES)))
     arrays = {
         k: np.stack(v)
-        if k in ("images", "states", "actions", "tokens", "token_mask", "patch_labels")
+        if k in ("images", "states", "actions", "tokens", "token_mask", "patch_labels", "goals")
         else np.asarray(v)
         for k, v in cols.items()
     }
     return Samples(**arrays)
-
-
-GOAL_SCALE = 0.5  # table units per unit of a grounding target
-
-
-def grounding_targets(samples: Samples, *, num_objects: int | None = None) -> np.ndarray:
-    """What the scene's prompt refers to, for the auxiliary grounding head of pre-training.
-
-    Per sample: the named source's and the named target's plane offsets from the gripper and
-    the gripper's own pose, ``(src_dx, src_dy, tgt_dx, tgt_dy, x, y, z, g)``, in units of
-    ``GOAL_SCALE`` table units (the gripper's x, y centred on the table). No rendering: the
-    expert is re-run without images (``num_objects`` as the samples were made).
-
-    Returns:
-      float32 [N, 8].
-    """
-    from flowlens.tasks.tabletop.scene import TABLE_SIZE
-
-    out = np.zeros((len(samples), 8), np.float32)
-    episodes: dict[int, tuple] = {}
-    for i, (seed, t) in enumerate(zip(samples.seeds.tolist(), samples.frames.tolist(), strict=True)):
-        if seed not in episodes:
-            scene = sample_scene(int(seed), num_objects=num_objects)
-            episodes = {seed: (scene, run_expert(scene, render_frames=False))}
-        scene, ep = episodes[seed]
-        st, xy = ep.states[t], ep.object_xy[t]
-        out[i, 0:2] = xy[scene.source] - st[:2]
-        out[i, 2:4] = xy[scene.target] - st[:2]
-        out[i, 4:6] = st[:2] - np.asarray(TABLE_SIZE) / 2
-        out[i, 6:8] = st[2:4]
-    return out / GOAL_SCALE
 
 
 def compute_norm_stats(samples: Samples) -> dict[str, NormStats]:
@@ -220,7 +224,7 @@ __all__ = [
     "Samples",
     "compute_norm_stats",
     "frame_inputs",
-    "grounding_targets",
+    "grounding_target",
     "make_samples",
     "model_batch",
 ]

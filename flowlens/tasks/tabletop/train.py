@@ -21,7 +21,7 @@ What it does, deterministically from ``--seed``:
    final-normed outputs: a *referring-segmentation* head (per image patch: the share covered by
    the named source, the named target and the gripper; :func:`dataset.patch_labels`) and a
    *grounding* head (mean over prefix tokens → the named objects' offsets from the gripper and
-   the gripper's pose; :func:`dataset.grounding_targets`). The heads are not part of the model
+   the gripper's pose; :func:`dataset.grounding_target`). The heads are not part of the model
    and are not shipped (``aux_heads.npz`` keeps them for ``--init``);
 4. **stage 2**: openpi's flow-matching loss (``Pi0Model.compute_loss``: t ~ Beta(1.5, 1),
    x_t = t·noise + (1−t)·actions, target noise − actions) plus the two heads, for the
@@ -51,10 +51,8 @@ import time
 
 import numpy as np
 
-GOAL_DIM = 8
 STEPS = 10_000
 PRETRAIN_STEPS = 3_000
-SEG_SCALE = 10.0  # patch shares are small (most patches 0): scale their mean squared error up
 ASSET_DIR = pathlib.Path(__file__).resolve().parents[2] / "assets" / "tabletop"
 
 
@@ -112,7 +110,7 @@ def build_samples(out: pathlib.Path, episodes: int, frames_per_episode: int, tok
     from flowlens.tasks.tabletop.dataset import Samples, make_samples
 
     tag = "" if num_objects is None else f"_{num_objects}obj"
-    cache = out / f"samples_v2_{episodes}x{frames_per_episode}{tag}.npz"
+    cache = out / f"samples_v3_{episodes}x{frames_per_episode}{tag}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as d:
             return Samples(**{k: d[k] for k in d.files})
@@ -173,11 +171,10 @@ def train(
     from flowlens.model.pi0 import Pi0Model
     from flowlens.model.tokenizer import PaligemmaTokenizer
     from flowlens.tasks.tabletop.config import tabletop_config
-    from flowlens.tasks.tabletop.dataset import compute_norm_stats, grounding_targets, model_batch
+    from flowlens.tasks.tabletop.dataset import compute_norm_stats, model_batch
     from flowlens.tasks.tabletop.init import init_params
     from flowlens.tasks.tabletop.params_io import load_params_npz
     from flowlens.tasks.tabletop.pretrain_heads import (
-        GOAL_DIM,
         SEG_CLASSES,
         head_losses,
         init_heads,
@@ -200,7 +197,6 @@ def train(
     stats = compute_norm_stats(samples)
     save_norm_stats(stats, out)
     (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
-    goals = grounding_targets(samples, num_objects=num_objects) if grounding else None
     data_seconds = time.time() - t_start
     print(f"{len(samples)} samples from {episodes} episodes in {data_seconds:.0f}s", flush=True)
 
@@ -268,7 +264,7 @@ def train(
         idx = np.sort(perm[pos : pos + batch_size])
         pos += batch_size
         batch = {k: jnp.asarray(v) for k, v in model_batch(samples, idx, stats, config).items()}
-        batch["goals"] = jnp.asarray(goals[idx] if grounding else np.zeros((len(idx), GOAL_DIM), np.float32))
+        batch["goals"] = jnp.asarray(samples.goals[idx])
         batch["patch_labels"] = jnp.asarray(samples.patch_labels[idx])
         # stage 1 (pre-training, steps <= pretrain_steps): the grounding heads alone train the
         # prefix, as PaliGemma is pre-trained before Pi0 is; stage 2 adds the flow-matching loss
@@ -277,7 +273,7 @@ def train(
         params, ema_params, opt_state, losses, gnorm = train_step(params, ema_params, opt_state, batch, k_step)
         loss, aux_g, aux_s = (float(v) for v in losses)
         if step % log_every == 0:
-            rows.append((step, loss, float(aux_g), float(aux_s), float(gnorm), time.time() - t0))
+            rows.append((step, loss, aux_g, aux_s, float(gnorm), time.time() - t0))
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
         if eval_every and step % eval_every == 0:
@@ -326,13 +322,12 @@ def train(
     return summary
 
 
-def _save(out: pathlib.Path, params, rows, step: int, aux=None, pretrain_steps: int = 0) -> None:
+def _save(out: pathlib.Path, params, rows, step: int, *, aux: dict, pretrain_steps: int) -> None:
     from flowlens.tasks.tabletop.params_io import save_params
     from flowlens.tasks.tabletop.pretrain_heads import save_heads
 
     save_params(params, out / "params.npz")
-    if aux is not None:  # the pre-training heads (not part of the model; resumed by --init)
-        save_heads(aux, out)
+    save_heads(aux, out)  # the pre-training heads (not part of the model; resumed by --init)
     with open(out / "loss.csv", "w") as f:
         f.write("step,loss,grounding_loss,segmentation_loss,grad_norm,seconds\n")
         for r in rows:
