@@ -203,20 +203,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "share_wrist": layout.select(kind="image", camera="left_wrist_0_rgb"),
             "share_text": layout.select(kind="text"),
         }
+        ids = {cam: view[1] for cam, view in ep.render_frame(t).items()}  # id buffers (gripper pixels)
+        per_camera = {}
+        for cam in cameras:  # what does not depend on the map: patch boxes, masks, hits
+            seg = camera_segment(layout, cam)
+            masks = ep.masks[cam][t]  # [N, H, W]
+            per_camera[cam] = (seg, masks, ids[cam] == GRIPPER_ID, patch_hits(seg, masks[named]), patch_valid(seg))
         for m, scores in maps_for(capture, a.step, flow_fn).items():
             total = np.nansum(scores)
             shares[m].append([float(np.nansum(scores[idx]) / total) for idx in groups.values()])
-            for cam in cameras:
-                seg = camera_segment(layout, cam)
-                masks = ep.masks[cam][t]  # [N, H, W]
-                gripper = ep.render_frame(t)[cam][1] == GRIPPER_ID
-                hits = patch_hits(seg, masks[named])
-                valid = patch_valid(seg)
+            ws = word_scores(scores, layout)
+            for cam, (seg, masks, gripper, hits, valid) in per_camera.items():
                 grid = patch_grid(scores, layout, cam)
                 flat = np.where(valid, np.nan_to_num(grid.reshape(-1), nan=-np.inf), -np.inf)
-                _score_camera(rec[m, cam], grid, flat, seg, hits, valid, masks, named, nearest, gripper)
-                ws = word_scores(scores, layout)
                 r = rec[m, cam]
+                _score_camera(r, grid, flat, seg, hits, valid, masks, named, nearest, gripper)
                 r["word_rank_color"].append(ws.rank_of(src.color))
                 r["word_rank_kind"].append(ws.rank_of(src.kind))
                 r["word_rank_chance"].append((len(ws.words) - 1) / 2)
