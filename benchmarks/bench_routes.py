@@ -1,6 +1,6 @@
 """Benchmark: which attention routes does the embedded policy *need* to find the named object?
 
-Run (≈ 1–2 min for 100 frames on a 2-core CPU):   python benchmarks/bench_routes.py
+Run (≈ 1 min for 100 frames on a 2-core CPU):   python benchmarks/bench_routes.py
 Smoke (seconds):                                  python benchmarks/bench_routes.py --smoke
 
 The observational maps of ``bench_pointing.py`` say where the action tokens' attention goes; this
@@ -19,9 +19,11 @@ chunk still heads for the object the prompt names:
 * ``cameras-x-words``: the image patches may not read the prompt (they cannot know which object
   is named).
 
-Metrics per knockout: ``accuracy`` (the chunk's heading points at the named object; see
-``evaluate.pointed_object``), ``chance`` (a random heading), ``mean_cosine`` with the direction to
-the named object. One JSON line per knockout and a summary line; ``--out FILE`` writes them too.
+Metrics per knockout, from :func:`flowlens.tasks.tabletop.evaluate.evaluate_policy`: ``accuracy``
+(the chunk's heading points at the named object), ``chance`` (a random heading), ``mean_cosine``
+with the direction to the named object, and the prompt-swap test (``swap_accuracy``: the prompt
+names another object of the scene and the chunk heads for it; ``swap_chance``). One JSON line per
+knockout and a summary line; ``--out FILE`` writes them too.
 """
 
 # %%
@@ -32,8 +34,6 @@ import json
 import os
 import pathlib
 import time
-
-import numpy as np
 
 ROUTES = {
     "none": [],
@@ -62,48 +62,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     n_frames = 6 if a.smoke else a.frames
 
     from flowlens.model.knockout import Knockout
-    from flowlens.model.norm_stats import unnormalize
     from flowlens.model.pi0 import Pi0Model
     from flowlens.tasks.tabletop.builtin import load_builtin, load_builtin_norm_stats
-    from flowlens.tasks.tabletop.evaluate import chance_of, headings, held_out_cases, pointed_object
-    from flowlens.tasks.tabletop.expert import ACTION_DIM
-    from flowlens.tasks.tabletop.policy import observe
+    from flowlens.tasks.tabletop.evaluate import evaluate_policy, held_out_cases
 
     config, params, tok = load_builtin("tabletop")
     stats = load_builtin_norm_stats("tabletop")
     model = Pi0Model(config)
     cases = held_out_cases(n_frames)
-    rng = np.random.default_rng(0)
-    noises = rng.standard_normal((len(cases), 1, config.action_horizon, config.action_dim)).astype(np.float32)
-    observations = []
-    for case in cases:
-        views = case.episode.render_frame(case.t)
-        frames = {c: views[c][0] for c in config.cameras}
-        observations.append(observe(frames, case.scene.prompt, case.episode.states[case.t], tok, config, stats))
-
     out: list[dict] = []
     t0 = time.time()
     for name, edges in ROUTES.items():
         knockouts = [Knockout(query=q, key=k) for q, k in edges]
-        hits, cos, chance = [], [], []
-        for case, obs, noise in zip(cases, observations, noises, strict=True):
-            actions, _ = model.sample_actions(params, obs, noise=noise, knockouts=knockouts)
-            chunk = unnormalize(np.asarray(actions)[..., :ACTION_DIM], stats["actions"], quantile=config.pi05)
-            h = headings(chunk, a.k)[0]
-            st, xy = case.episode.states[case.t], case.episode.object_xy[case.t]
-            named = case.scene.source
-            hits.append(pointed_object(h, st, xy) == named)
-            d = xy[named] - st[:2]
-            cos.append(float(d @ h / (np.linalg.norm(d) * np.linalg.norm(h) + 1e-12)))
-            chance.append(chance_of(st, xy, named))
+        r = evaluate_policy(model, params, tok, stats, cases, k=a.k, knockouts=knockouts)
         emit(
             {
                 "knockout": name,
                 "edges": [[q, k] for q, k in edges],
-                "frames": len(cases),
-                "accuracy": round(float(np.mean(hits)), 4),
-                "chance": round(float(np.mean(chance)), 4),
-                "mean_cosine": round(float(np.mean(cos)), 4),
+                "frames": r["frames"],
+                **{key: round(r[key], 4) for key in ("accuracy", "chance", "mean_cosine")},
+                **{key: round(r[key], 4) for key in ("swap_accuracy", "swap_chance") if key in r},
             },
             out,
         )

@@ -122,37 +122,22 @@ def test_builtin_model_grounds_the_prompt_in_the_image_tokens():
     layer), the policy no longer finds the named object; cutting the action tokens off the prompt
     words does not matter (the named object reaches them through the image tokens)."""
     from flowlens.model.knockout import Knockout
-    from flowlens.model.norm_stats import unnormalize
     from flowlens.model.pi0 import Pi0Model
-    from flowlens.tasks.tabletop.evaluate import chance_of, headings, held_out_cases, pointed_object
-    from flowlens.tasks.tabletop.policy import observe, stack_observations
+    from flowlens.tasks.tabletop.evaluate import evaluate_policy, held_out_cases
 
     config, params, tok = load_builtin("tabletop")
     stats = load_builtin_norm_stats("tabletop")
     model = Pi0Model(config)
     cases = held_out_cases(20)
-    noise = np.random.default_rng(0).standard_normal((len(cases), config.action_horizon, config.action_dim))
     cams = ["base_0_rgb", "left_wrist_0_rgb"]
 
-    def accuracy(knockouts):
-        hits = []
-        for i, case in enumerate(cases):  # one by one: word positions differ between prompts
-            views = case.episode.render_frame(case.t)
-            obs = observe(
-                {c: views[c][0] for c in cams}, case.scene.prompt, case.episode.states[case.t], tok, config, stats
-            )
-            actions, _ = model.sample_actions(
-                params, stack_observations([obs]), noise=noise[i : i + 1], knockouts=knockouts
-            )
-            chunk = unnormalize(np.asarray(actions)[..., :4], stats["actions"], quantile=True)
-            st, xy = case.episode.states[case.t], case.episode.object_xy[case.t]
-            hits.append(pointed_object(headings(chunk)[0], st, xy) == case.scene.source)
-        return float(np.mean(hits))
+    def evaluate(knockouts):
+        return evaluate_policy(model, params, tok, stats, cases, knockouts=knockouts, swap=False)
 
-    chance = float(np.mean([chance_of(c.episode.states[c.t], c.episode.object_xy[c.t], c.scene.source) for c in cases]))
-    intact = accuracy([])
-    no_prompt_for_patches = accuracy([Knockout(query=cams, key="words")])
-    no_prompt_for_actions = accuracy([Knockout(query="actions", key="words")])
+    base = evaluate([])
+    chance, intact = base["chance"], base["accuracy"]
+    no_prompt_for_patches = evaluate([Knockout(query=cams, key="words")])["accuracy"]
+    no_prompt_for_actions = evaluate([Knockout(query="actions", key="words")])["accuracy"]
     print(
         f"chance {chance:.2f} intact {intact:.2f} patches-x-words {no_prompt_for_patches:.2f} "
         f"actions-x-words {no_prompt_for_actions:.2f}"

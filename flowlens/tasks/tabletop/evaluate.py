@@ -107,13 +107,16 @@ def evaluate_policy(
     k: int = 5,
     seed: int = 0,
     batch_size: int = 50,
+    knockouts=None,
+    swap: bool = True,
 ) -> dict:
-    """Pointing accuracy, chance, mean cosine and the prompt-swap test over ``cases``."""
+    """Pointing accuracy, chance, mean cosine and (``swap``) the prompt-swap test over ``cases``;
+    ``knockouts`` samples with those attention edges removed (see ``policy.predict_chunks``)."""
     from flowlens.tasks.tabletop.policy import predict_chunks
 
     cfg = model.config
     obs = [_obs(c, c.scene.prompt, tokenizer, cfg, norm_stats) for c in cases]
-    chunks = predict_chunks(model, params, obs, norm_stats, seed=seed, batch_size=batch_size)
+    chunks = predict_chunks(model, params, obs, norm_stats, seed=seed, batch_size=batch_size, knockouts=knockouts)
     hd = headings(chunks, k)
     hits, chance, cosines = [], [], []
     for c, h in zip(cases, hd, strict=True):
@@ -129,10 +132,11 @@ def evaluate_policy(
         "chance": float(np.mean(chance)),
         "mean_cosine": float(np.mean(cosines)),
     }
-    swapped = [c for c in cases if c.swap >= 0]
+    swapped = [c for c in cases if c.swap >= 0] if swap else []
     if swapped:
         obs2 = [_obs(c, c.scene.with_prompt(c.swap).prompt, tokenizer, cfg, norm_stats) for c in swapped]
-        hd2 = headings(predict_chunks(model, params, obs2, norm_stats, seed=seed, batch_size=batch_size), k)
+        chunks2 = predict_chunks(model, params, obs2, norm_stats, seed=seed, batch_size=batch_size, knockouts=knockouts)
+        hd2 = headings(chunks2, k)
         new, stays, ch2 = [], [], []
         for c, h in zip(swapped, hd2, strict=True):
             st, xy = c.episode.states[c.t], c.episode.object_xy[c.t]

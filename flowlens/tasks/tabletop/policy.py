@@ -69,6 +69,7 @@ def predict_chunks(
     *,
     seed: int = 0,
     batch_size: int = 64,
+    knockouts=None,
 ) -> np.ndarray:
     """Sample action chunks for many observations.
 
@@ -80,6 +81,9 @@ def predict_chunks(
       seed: the noise of observation i is ``normal(key(seed), ...)[i]``, so results do not depend
         on ``batch_size``.
       batch_size: observations per sampler call (the last batch is padded to keep one compile).
+      knockouts: attention edges to remove (:class:`flowlens.model.knockout.Knockout` s). Their
+        token sets resolve on one layout per call and prompts differ in length, so with
+        knockouts every observation is sampled on its own (``batch_size`` is ignored).
 
     Returns:
       float32 [N, H, 4] task-space action chunks (dx, dy, dz, gripper).
@@ -88,6 +92,8 @@ def predict_chunks(
 
     cfg = model.config
     n = len(observations)
+    if knockouts:
+        batch_size = 1
     noise = np.asarray(jax.random.normal(jax.random.key(seed), (n, cfg.action_horizon, cfg.action_dim)))
     out = []
     for lo in range(0, n, batch_size):
@@ -96,7 +102,7 @@ def predict_chunks(
         chunk += [chunk[-1]] * (min(batch_size, n) - m)
         nz = noise[lo : lo + m]
         nz = np.concatenate([nz, np.repeat(nz[-1:], len(chunk) - m, axis=0)])
-        actions, _ = model.sample_actions(params, stack_observations(chunk), noise=nz)
+        actions, _ = model.sample_actions(params, stack_observations(chunk), noise=nz, knockouts=knockouts)
         out.append(np.asarray(actions)[:m])
     actions = np.concatenate(out)[..., :ACTION_DIM]
     return unnormalize(actions, norm_stats["actions"], quantile=cfg.pi05).astype(np.float32)
