@@ -98,6 +98,23 @@ def read_json(path: Path, *, what: str) -> dict:
     return obj
 
 
+def check_format(
+    desc: dict, *, key: str, magic: str, version: int, what: str, where: str, fix: str = "Upgrade flowlens."
+) -> None:
+    """Refuse a file description that is not ours or is newer than this flowlens reads.
+
+    ``desc[key]`` must equal ``magic`` and ``desc["format_version"]`` be an int in 1..``version``;
+    otherwise FlowlensError naming ``where`` (the file or folder), what was found and ``fix``.
+    """
+    if desc.get(key) != magic:
+        raise FlowlensError(f"{where!r} is not a flowlens {what} ({key} {desc.get(key)!r}, expected {magic!r}).")
+    found = desc.get("format_version")
+    if not isinstance(found, int) or not 1 <= found <= version:
+        raise FlowlensError(
+            f"{what} {where!r} has format_version {found!r}; this flowlens reads 1..{version}. {fix}"
+        )
+
+
 def safe_name(text: str, *, max_len: int = 120, fallback: str = "item") -> str:
     """A file-name-safe version of ``text``: only ``[A-Za-z0-9_.-]``, no leading dots, bounded length.
 

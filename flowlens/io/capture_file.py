@@ -53,7 +53,7 @@ from flowlens.core.capture import AttentionPass, Capture, PassKind
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError
 from flowlens.io import precision as _precision
-from flowlens.io._files import atomic_write, dumps_json
+from flowlens.io._files import atomic_write, check_format, dumps_json
 
 MAGIC = "flowlens-capture"
 FORMAT_VERSION = 1
@@ -216,17 +216,12 @@ def _manifest_of(npz, path: Path) -> dict:
         manifest = json.loads(raw.tobytes().decode("utf-8"))
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, UnicodeDecodeError) as e:
         raise FlowlensError(f"capture file {str(path)!r}: the manifest is corrupt ({e}).") from None
-    if not isinstance(manifest, dict) or manifest.get("magic") != MAGIC:
-        raise FlowlensError(
-            f"{str(path)!r} is not a flowlens capture file: manifest magic is "
-            f"{manifest.get('magic') if isinstance(manifest, dict) else None!r}, expected {MAGIC!r}."
-        )
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise FlowlensError(
-            f"capture file {str(path)!r} has format_version {version!r}; this flowlens reads versions "
-            f"1..{FORMAT_VERSION}. Upgrade flowlens to read it (or re-save it with this version)."
-        )
+    if not isinstance(manifest, dict):
+        raise FlowlensError(f"{str(path)!r} is not a flowlens capture file: its manifest is not a JSON object.")
+    check_format(
+        manifest, key="magic", magic=MAGIC, version=FORMAT_VERSION, what="capture file", where=str(path),
+        fix="Upgrade flowlens to read it (or re-save it with this version).",
+    )
     return manifest
 
 

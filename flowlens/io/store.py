@@ -66,7 +66,7 @@ import numpy as np
 from flowlens.core.capture import AttentionPass, Capture, PassKind
 from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.io import precision as _precision
-from flowlens.io._files import check_name, read_json, remove_stale_temps, safe_name, write_json_atomic
+from flowlens.io._files import check_format, check_name, read_json, remove_stale_temps, safe_name, write_json_atomic
 from flowlens.io.capture_file import load_capture, verify_file, write_capture
 
 STORE_MAGIC = "flowlens-store"
@@ -359,16 +359,8 @@ def open_store(
             },
         )
     config = read_json(config_path, what="store config")
-    if config.get("magic") != STORE_MAGIC:
-        raise FlowlensError(
-            f"{str(config_path)!r} is not a flowlens store config (magic "
-            f"{config.get('magic')!r}, expected {STORE_MAGIC!r})."
-        )
-    if not isinstance(config.get("format_version"), int) or config["format_version"] > STORE_VERSION:
-        raise FlowlensError(
-            f"store {str(root)!r} has format_version {config.get('format_version')!r}; this "
-            f"flowlens reads 1..{STORE_VERSION}. Upgrade flowlens."
-        )
+    check_format(config, key="magic", magic=STORE_MAGIC, version=STORE_VERSION, what="store config",
+                 where=str(config_path))
     for name, want in (("policy", policy), ("precision", precision)):
         if want is not None and config[name] != want:
             raise FlowlensError(

@@ -151,3 +151,18 @@ def test_fused_and_row_subset_passes_round_trip(tmp_path, random_capture, assert
     )
     c2 = Capture(c.layout, c.num_layers, c.num_heads, (sub, *c.steps), None, "m", {})
     assert_captures_equal(c2, load_capture(save_capture(c2, tmp_path / "s.flcap")))
+
+
+def test_check_format_literal_messages():
+    from flowlens.io._files import check_format
+
+    ok = {"magic": "m", "format_version": 2}
+    check_format(ok, key="magic", magic="m", version=2, what="thing", where="/a/b")
+    with pytest.raises(FlowlensError) as e:
+        check_format({"magic": "n"}, key="magic", magic="m", version=2, what="thing", where="/a/b")
+    assert str(e.value) == "'/a/b' is not a flowlens thing (magic 'n', expected 'm')."
+    for bad in (3, 0, "1", None):
+        with pytest.raises(FlowlensError) as e:
+            check_format({"magic": "m", "format_version": bad}, key="magic", magic="m", version=2, what="thing",
+                         where="/a/b", fix="Do X.")
+        assert str(e.value) == f"thing '/a/b' has format_version {bad!r}; this flowlens reads 1..2. Do X."

@@ -358,6 +358,12 @@ def test_episode_dir_damage(tmp_path):
     )
     with pytest.raises(FlowlensError, match="outside"):
         open_episode(path)
+    (path / "episode.json").write_text(json.dumps({**desc, "format_version": 2}))
+    with pytest.raises(FlowlensError, match=r"episode description .* has format_version 2; .* reads 1\.\.1"):
+        open_episode(path)
+    (path / "episode.json").write_text(json.dumps({**desc, "format": "other"}))
+    with pytest.raises(FlowlensError, match="is not a flowlens episode description \\(format 'other'"):
+        open_episode(path)
     (path / "episode.json").write_text(json.dumps(desc)[:40])
     with pytest.raises(FlowlensError, match="not valid JSON"):
         open_episode(path)

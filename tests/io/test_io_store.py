@@ -139,6 +139,15 @@ def test_open_errors(tmp_path, random_capture):
         open_store(tmp_path / "t", policy="fusd")
     with pytest.raises(FlowlensError, match="not a flowlens capture store"):
         open_store(tmp_path / "none", mode="r")
+    cfg_path = tmp_path / "s" / "store.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "format_version": 0}))
+    with pytest.raises(FlowlensError, match=r"store config .* has format_version 0; this flowlens reads 1\.\.1"):
+        open_store(tmp_path / "s", mode="r")
+    cfg_path.write_text(json.dumps({**cfg, "magic": "x"}))
+    with pytest.raises(FlowlensError, match="is not a flowlens store config \\(magic 'x'"):
+        open_store(tmp_path / "s", mode="r")
+    cfg_path.write_text(json.dumps(cfg))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("user data")
     with pytest.raises(FlowlensError, match="non-empty folder"):

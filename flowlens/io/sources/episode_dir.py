@@ -39,7 +39,7 @@ import numpy as np
 
 from flowlens.core.frame import FrameTransform
 from flowlens.errors import FlowlensError
-from flowlens.io._files import check_name, dumps_json, inside, read_json, safe_name, write_json_atomic
+from flowlens.io._files import check_format, check_name, dumps_json, inside, read_json, safe_name, write_json_atomic
 from flowlens.io.sources.base import MODEL_SIZE, EpisodeSource
 from flowlens.io.sources.video import VideoReader, VideoWriter
 
@@ -309,16 +309,10 @@ class EpisodeDirSource(EpisodeSource):
     def __init__(self, path: str | os.PathLike, *, prompt: str | None = None, success: bool | None = None):
         self.path = Path(path)
         desc = read_json(self.path / "episode.json", what="episode description")
-        if desc.get("format") != EPISODE_MAGIC:
-            raise FlowlensError(
-                f"{str(self.path / 'episode.json')!r} is not a flowlens episode description "
-                f"(format {desc.get('format')!r}, expected {EPISODE_MAGIC!r})."
-            )
-        if not isinstance(desc.get("format_version"), int) or desc["format_version"] > EPISODE_VERSION:
-            raise FlowlensError(
-                f"episode {str(self.path)!r} has format_version {desc.get('format_version')!r}; "
-                f"this flowlens reads 1..{EPISODE_VERSION}. Upgrade flowlens."
-            )
+        check_format(
+            desc, key="format", magic=EPISODE_MAGIC, version=EPISODE_VERSION, what="episode description",
+            where=str(self.path / "episode.json"),
+        )
         try:
             self.name = safe_name(desc.get("name") or self.path.name, fallback="episode")
             self._n = int(desc["num_frames"])
