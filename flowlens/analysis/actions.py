@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flowlens.analysis.head_rows import HeadAttention, head_attention
+from flowlens.analysis.rows import HeadAttention, head_attention
 from flowlens.analysis.rollout import rollout as _rollout
 from flowlens.core.capture import Capture
 from flowlens.core.graph import TokenGraph, fuse_heads, heads_label
@@ -60,7 +60,7 @@ class ActionAttention:
         return self.values.shape[-1]
 
 
-def action_block(layout: TokenLayout, rows: np.ndarray, key_tokens: np.ndarray) -> tuple[np.ndarray, ...]:
+def split_action_rows(layout: TokenLayout, rows: np.ndarray, key_tokens: np.ndarray) -> tuple[np.ndarray, ...]:
     """Split rows of the action queries into (actions block, state mass, prefix mass).
 
     Args:
@@ -138,7 +138,7 @@ def action_attention(
             rows = fuse_heads(rows, heads, axis=1)
             rows = rows[:, None] if rows.ndim == 3 else rows
             label = (heads_label(heads),)
-    block, state_mass, prefix_mass = action_block(layout, rows, key_tokens)
+    block, state_mass, prefix_mass = split_action_rows(layout, rows, key_tokens)
     return ActionAttention(
         layout=layout,
         values=block,
@@ -180,7 +180,7 @@ def action_rollout(
     if act is None:
         raise FlowlensError("this layout has no action tokens, so there is no action-to-action rollout.")
     roll = _rollout(graph, act.indices, all_layers=all_layers)
-    block, state_mass, prefix_mass = action_block(graph.layout, roll.values[:, None], graph.nodes)
+    block, state_mass, prefix_mass = split_action_rows(graph.layout, roll.values[:, None], graph.nodes)
     return ActionAttention(
         layout=graph.layout,
         values=block,

@@ -27,10 +27,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flowlens.analysis.head_rows import HeadAttention as HeadAttention
-from flowlens.analysis.head_rows import head_attention as head_attention
-from flowlens.analysis.head_rows import key_positions
-from flowlens.analysis.head_rows import query_tokens as query_tokens
+from flowlens.analysis.rows import HeadAttention as HeadAttention
+from flowlens.analysis.rows import head_attention as head_attention
+from flowlens.analysis.rows import key_positions
+from flowlens.analysis.rows import query_tokens as query_tokens
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
 from flowlens.projection import patch_grid, word_scores

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flowlens.analysis.heads import query_tokens
+from flowlens.analysis.rows import query_tokens
 from flowlens.analysis.rollout import rollout_rows
 from flowlens.core.capture import AttentionPass, Capture
 from flowlens.core.graph import fuse_heads, heads_label

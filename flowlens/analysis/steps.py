@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from flowlens.analysis.actions import ActionAttention, action_block
+from flowlens.analysis.actions import ActionAttention, split_action_rows
 from flowlens.analysis.head_grids import HeadGrid, _limits
 from flowlens.analysis.head_roles import LN2, js_divergence
 from flowlens.analysis.heads import head_attention, head_stats
@@ -303,7 +303,7 @@ def step_report(
         stats.append(head_stats(ha))
         if act is not None and np.isin(act.indices, ha.query_tokens).all():
             rows = ha.probs[:, :, np.searchsorted(ha.query_tokens, act.indices)]
-            blocks.append(action_block(capture.layout, rows, ha.key_tokens)[0])
+            blocks.append(split_action_rows(capture.layout, rows, ha.key_tokens)[0])
     group_mass = np.stack([st.group_mass for st in stats])  # [step, layer, head, group]
     key_mass = np.stack([st.key_mass for st in stats])
     roll = rollout_all_steps(
@@ -363,7 +363,7 @@ def action_rollout_by_step(
     keys = np.arange(layout.n)
     results = []
     for i, s in enumerate(roll.steps):
-        block, state, prefix = action_block(layout, roll.values[i][:, None], keys)
+        block, state, prefix = split_action_rows(layout, roll.values[i][:, None], keys)
         results.append(
             ActionAttention(
                 layout=layout,

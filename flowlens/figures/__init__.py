@@ -7,24 +7,28 @@ Nothing here imports JAX. Import explicitly: ``import flowlens.figures as ff``.
 Module map: ``image`` (overlays per camera), ``text`` (word bars, layers × words, highlighted
 prompt), ``evolution`` (group shares across layers), ``strips`` (heatmaps across layers),
 ``heads`` (layers × heads grids), ``actions`` (horizon × horizon), ``steps`` (denoising steps),
-``compare`` (success vs failure), ``composers`` (the legacy multi-panel PNGs), ``adapters``
+``compare`` (success vs failure), ``composers`` (the legacy multi-panel PNGs), ``views`` (the
+steps / heads / actions views of one frame, the success-vs-failure page), ``adapters``
 (analysis records → figures), ``video``
 (MP4 / GIF), ``save`` (atomic writes), ``config`` (FigureConfig).
 """
 
-from flowlens.figures.actions import action_block as action_block
+from flowlens.figures.actions import action_columns as action_columns
 from flowlens.figures.actions import action_matrix as action_matrix
 from flowlens.figures.actions import action_matrix_grid as action_matrix_grid
 from flowlens.figures.adapters import action_attention_grid as action_attention_grid
 from flowlens.figures.adapters import head_stats_grid as head_stats_grid
 from flowlens.figures.adapters import rollout_strip as rollout_strip
 from flowlens.figures.adapters import step_rollout_strip as step_rollout_strip
+from flowlens.figures._common import check_image as check_image
 from flowlens.figures.compare import compare_outcomes as compare_outcomes
 from flowlens.figures.composers import attention_combined_figure as attention_combined_figure
 from flowlens.figures.composers import attention_evolution_figure as attention_evolution_figure
 from flowlens.figures.composers import attention_image_figure as attention_image_figure
 from flowlens.figures.composers import attention_text_figure as attention_text_figure
 from flowlens.figures.composers import write_figures as write_figures
+from flowlens.figures.config import LEGACY_VIZ_TYPES as LEGACY_VIZ_TYPES
+from flowlens.figures.config import VIZ_TYPES as VIZ_TYPES
 from flowlens.figures.config import FigureConfig as FigureConfig
 from flowlens.figures.evolution import group_shares as group_shares
 from flowlens.figures.evolution import share_evolution as share_evolution
@@ -42,13 +46,26 @@ from flowlens.figures.text import highlighted_text as highlighted_text
 from flowlens.figures.text import word_bars as word_bars
 from flowlens.figures.text import word_layer_heatmap as word_layer_heatmap
 from flowlens.figures.video import attention_video as attention_video
+from flowlens.figures.views import actions_figure as actions_figure
+from flowlens.figures.views import first_camera as first_camera
+from flowlens.figures.views import heads_figure as heads_figure
+from flowlens.figures.views import outcome_figure as outcome_figure
+from flowlens.figures.views import steps_figure as steps_figure
 from flowlens.figures.video import overlay_frame as overlay_frame
 from flowlens.figures.video import write_video as write_video
 
 __all__ = [
+    "LEGACY_VIZ_TYPES",
+    "VIZ_TYPES",
     "FigureConfig",
+    "actions_figure",
+    "check_image",
+    "first_camera",
+    "heads_figure",
+    "outcome_figure",
+    "steps_figure",
     "action_attention_grid",
-    "action_block",
+    "action_columns",
     "action_matrix",
     "action_matrix_grid",
     "atomic_path",

@@ -6,7 +6,7 @@ and step, or a rollout restricted to the action block). Rows are queries, column
 
     ax = action_matrix(M [horizon, horizon])
     fig = action_matrix_grid(M [panel, horizon, horizon], panel_labels=["layer 0", ...])
-    M = action_block(rows [..., horizon, token], layout)   # the action columns of action rows
+    M = action_columns(rows [..., horizon, token], layout)   # the action columns of action rows
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from flowlens.errors import FlowlensError
 from flowlens.figures._common import add_colorbar, get_ax, limits, new_figure
 
 
-def action_block(rows: np.ndarray, layout: TokenLayout) -> np.ndarray:
+def action_columns(rows: np.ndarray, layout: TokenLayout) -> np.ndarray:
     """The action-key columns of action-query rows.
 
     Args:

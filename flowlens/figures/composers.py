@@ -31,14 +31,13 @@ from flowlens.figures._common import (
     short_camera,
     valid_cameras,
 )
-from flowlens.figures.config import FigureConfig
+from flowlens.figures.config import LEGACY_VIZ_TYPES, FigureConfig
 from flowlens.figures.evolution import group_label, group_shares, share_evolution
 from flowlens.figures.image import image_overlay
 from flowlens.figures.save import save_figure
 from flowlens.figures.text import highlighted_text, word_bars, word_layer_heatmap, word_table
 from flowlens.projection import patch_grid
 
-VIZ_TYPES = ("image", "text", "combined", "evolution", "all")
 MAX_LAYER_ROWS = 6  # up to this many layers: one row per layer
 LAYERS_PER_ROW = 9  # beyond: rows of 9 layers per camera view
 
@@ -348,9 +347,9 @@ def write_figures(
     config = config or FigureConfig()
     import matplotlib.pyplot as plt
 
-    if viz_type not in VIZ_TYPES:
-        raise unknown_name_error("viz_type", viz_type, VIZ_TYPES)
-    kinds = VIZ_TYPES[:-1] if viz_type == "all" else (viz_type,)
+    if viz_type not in (*LEGACY_VIZ_TYPES, "all"):
+        raise unknown_name_error("viz_type", viz_type, (*LEGACY_VIZ_TYPES, "all"))
+    kinds = LEGACY_VIZ_TYPES if viz_type == "all" else (viz_type,)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     makers = {

@@ -16,6 +16,9 @@ import numpy as np
 from flowlens.errors import FlowlensError, unknown_name_error
 
 OVERLAY_TARGETS = ("frame", "model", "both")
+# the figure types of one analysed frame (``--viz-type``); the first four are the legacy script's "all"
+VIZ_TYPES = ("image", "text", "combined", "evolution", "steps", "heads", "actions")
+LEGACY_VIZ_TYPES = VIZ_TYPES[:4]
 
 
 @dataclasses.dataclass(frozen=True)

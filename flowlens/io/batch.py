@@ -166,18 +166,21 @@ def action_group_mass(capture) -> list[dict]:
     Returns:
       rows ``{"step", "layer", "group", "mass"}``; the masses of one (step, layer) sum to ≈ 1.
     """
+    from flowlens.analysis.rows import read_rows
+
     layout = capture.layout
     groups = layout.groups()
     act = layout.actions
     rows = []
     for p in capture.steps:
-        sel = np.flatnonzero((p.query_rows >= act.start) & (p.query_rows < act.stop))
-        if sel.size == 0:
+        recorded = act.indices[np.isin(act.indices, p.query_rows)]  # the action rows this pass kept
+        if recorded.size == 0:
             continue
-        for li, layer in enumerate(p.layers):
-            mean = p.probs[li][:, sel].mean(axis=(0, 1), dtype=np.float64)  # [key]
+        block = read_rows(capture, recorded, step=p.step, heads="stored")  # [layer, head, query, valid key]
+        mean = block.probs.mean(axis=(1, 2), dtype=np.float64)  # [layer, valid key]
+        for li, layer in enumerate(block.layers):
             rows += [
-                {"step": p.step, "layer": layer, "group": g, "mass": float(mean[idx].sum())}
+                {"step": p.step, "layer": layer, "group": g, "mass": float(mean[li, block.key_positions(idx)].sum())}
                 for g, idx in groups.items()
             ]
     return rows

@@ -8,9 +8,13 @@ method (raw / rollout / flow) → projection → figures, MP4 / GIF and the HTML
 
 Module map: ``spec`` (AnalysisSpec: method, query, heads, step, layers), ``backends`` (checkpoint /
 builtin / synthetic → Capture), ``sources`` (which episode a command means), ``analyze`` (Capture →
-FrameResult scores), ``render`` (the --viz-type figures), ``frames`` (one frame end to end),
-``episode`` (many frames, video, resumable), ``compare`` (success vs failure), ``report`` (HTML),
-``demo`` (``flowlens demo``). Imports matplotlib / JAX only when a figure or a model is used.
+FrameResult scores: rows from ``analysis.rows``, rollout from ``analysis.step_rollout``, flow),
+``render`` (--viz-type names → ``flowlens.figures`` composers and paths), ``frames`` (one frame end
+to end), ``episode`` (many frames, video, resumable), ``compare`` (success vs failure), ``report``
+(HTML, frames from ``flowlens.report.report_frame``), ``demo`` (``flowlens demo``). The pipeline
+orchestrates only: analyses and figures live in ``flowlens.analysis`` / ``flowlens.figures``.
+``AnalysisSpec.check_model`` runs once per run, where the backend is known. Imports matplotlib /
+JAX only when a figure or a model is used.
 """
 
 from flowlens.pipeline.analyze import FrameResult as FrameResult

@@ -3,9 +3,11 @@
 ``analyze_capture(capture, spec)`` returns a ``FrameResult`` whose ``scores`` are float64
 ``[step, layer, token]`` over the layout (NaN at masked / padding tokens):
 
-- raw: the query's attention row at layer l (heads fused per ``spec.heads``);
+- raw: the query's attention row at layer l (heads fused per ``spec.heads``), read by
+  ``flowlens.analysis.rows.read_rows``;
 - rollout: the query's rollout after layer l (Abnar & Zuidema 2020, residual 0.5), i.e. how much of
-  its representation at layer l traces back to each *input* token;
+  its representation at layer l traces back to each *input* token, for every step at once
+  (``flowlens.analysis.step_rollout.rollout_all_steps``, the prefix work shared);
 - flow: attention flow (max-flow) from the query to each input token through layers 0..l, as
   the share of the query's total flow (``flowlens.analysis.flow``); one max-flow problem per
   layer, so flow is computed for the requested layers only (``FrameResult.layers``).
@@ -21,8 +23,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from flowlens.analysis.rows import read_rows
 from flowlens.core.capture import Capture
-from flowlens.core.graph import TokenGraph, fuse_heads
+from flowlens.core.graph import TokenGraph
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError
 from flowlens.pipeline.spec import AnalysisSpec
@@ -99,37 +102,10 @@ class FrameResult:
         return self.figure_layers[-1]
 
 
-def raw_rows(capture: Capture, step: int, tokens: np.ndarray, heads) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Raw attention rows of suffix query tokens at one denoising step, and the layers they cover.
-
-    Args:
-      heads: a ``fuse_heads`` argument ("mean", a head, a list of heads) or "keep".
-    Returns:
-      (float64 [layer, query, key] — [layer, head, query, key] for "keep" —, layer ids).
-    """
-    p = capture.step(step)
-    pos = np.searchsorted(p.query_rows, tokens)
-    pos = np.clip(pos, 0, p.query_rows.size - 1)
-    if not np.array_equal(p.query_rows[pos], tokens):
-        raise FlowlensError(f"query tokens {tokens.tolist()} were not recorded in step {step}'s pass.")
-    probs = p.probs[:, :, pos, :]  # [layer, head, query, key]
-    if p.head_reduction is not None:
-        if heads != "mean" and heads != p.head_reduction:
-            raise FlowlensError(
-                f"the capture stored only the {p.head_reduction} over heads; re-run with all heads "
-                "kept for --heads or per-head views."
-            )
-        fused = probs[:, 0]
-    else:
-        fused = fuse_heads(probs, heads, axis=1)
-    return fused.astype(np.float64), p.layers
-
-
-def as_token_scores(rows: np.ndarray, layout: TokenLayout) -> np.ndarray:
-    """float64 copy of ``[..., token]`` values with NaN at masked / padding tokens."""
-    out = np.array(rows, dtype=np.float64)
-    out[..., ~layout.valid] = np.nan
-    return out
+def raw_scores(capture: Capture, step: int, tokens: np.ndarray, heads) -> np.ndarray:
+    """float64 [layer, head, query, token] raw rows of ``tokens`` at ``step`` (``analysis.rows``),
+    NaN at masked / padding keys; head axis of 1 unless ``heads`` is "keep"."""
+    return read_rows(capture, tokens, step=step, heads=heads).on_layout()
 
 
 def _flow_scores(graph: TokenGraph, tokens: np.ndarray, layers) -> np.ndarray:
@@ -166,7 +142,7 @@ def analyze_capture(
     prompt: str | None = None,
     every_step: bool = False,
 ) -> FrameResult:
-    """Compute ``spec`` on one capture.
+    """Compute ``spec`` on one capture, after checking it against the capture's model.
 
     Args:
       capture: prefix pass and every valid row (rollout / flow), or the suffix rows (raw), for the
@@ -181,33 +157,42 @@ def analyze_capture(
         capture that misses what the method needs.
     """
     spec.check_model(num_layers=capture.num_layers, num_heads=capture.num_heads, num_steps=capture.num_steps or None)
+    return compute_scores(
+        capture, spec, images=images, frame_index=frame_index, prompt=prompt, every_step=every_step
+    )
+
+
+def compute_scores(
+    capture: Capture,
+    spec: AnalysisSpec,
+    *,
+    images: Mapping[str, np.ndarray] | None = None,
+    frame_index: int | None = None,
+    prompt: str | None = None,
+    every_step: bool = False,
+) -> FrameResult:
+    """``analyze_capture`` for a spec already checked against the model (``AnalysisSpec.check_model``
+    runs once per run, where the backend is known; this runs once per frame)."""
     layout = capture.layout
     tokens = spec.query_tokens(layout)
     steps = spec.step_indices(capture.num_steps)
     heads = spec.heads_argument
     computed = tuple(range(capture.num_steps)) if every_step else steps
-    per_step = []
-    layers: tuple[int, ...] = ()
-    graph_source = capture
-    if spec.method != "raw" and spec.heads is None and any(p.head_reduction is None for p in capture.passes):
-        from flowlens.io.store import apply_policy
+    if spec.method == "raw":
+        per_step = [raw_scores(capture, s, tokens, heads)[:, 0].mean(axis=1) for s in computed]
+        layers = capture.step(computed[0]).layers
+    elif spec.method == "rollout":
+        from flowlens.analysis.step_rollout import rollout_all_steps
 
-        graph_source = apply_policy(capture, "fused")  # fuse once, not once per step and layer
-    for s in computed:
-        if spec.method == "raw":
-            rows, layers = raw_rows(capture, s, tokens, heads)
-            per_step.append(as_token_scores(rows.mean(axis=1), layout))
-            continue
-        graph = TokenGraph.from_capture(graph_source, s, heads=heads, residual=spec.residual)
-        layers = graph.layers
-        if spec.method == "rollout":
-            from flowlens.analysis.rollout import rollout
-
-            r = rollout(graph, tokens)
-            per_step.append(graph.to_tokens(r.values.mean(axis=1)))
-        else:  # flow: one max-flow problem per layer, so only the layers the figures show
-            layers = spec.figure_layers(capture.num_layers)
-            per_step.append(_flow_scores(graph, tokens, layers))
+        r = rollout_all_steps(capture, heads=heads, residual=spec.residual, query=tokens, steps=list(computed))
+        per_step = list(_nan_masked(r.values.mean(axis=2), layout))  # [step][layer, token]
+        layers = r.layers
+    else:  # flow: one max-flow problem per layer, so only the layers the figures show
+        layers = spec.figure_layers(capture.num_layers)
+        per_step = [
+            _flow_scores(TokenGraph.from_capture(capture, s, heads=heads, residual=spec.residual), tokens, layers)
+            for s in computed
+        ]
     if spec.method != "flow" and tuple(layers) != tuple(range(capture.num_layers)):
         missing = sorted(set(range(capture.num_layers)) - set(layers))
         raise FlowlensError(f"the capture did not record layers {missing}; record every layer for the figures.")
@@ -215,14 +200,13 @@ def analyze_capture(
     head_scores = None
     p = capture.step(first)
     if p.head_reduction is None:
-        head_scores = as_token_scores(raw_rows(capture, first, tokens, "keep")[0].mean(axis=2), layout)
+        head_scores = raw_scores(capture, first, tokens, "keep").mean(axis=2)
     action_attention = None
     act = layout.actions
     if act is not None:
         act_tokens = np.arange(act.start, act.stop)
         if np.isin(act_tokens, p.query_rows).all():
-            rows, _ = raw_rows(capture, first, act_tokens, heads)
-            action_attention = as_token_scores(rows, layout)
+            action_attention = raw_scores(capture, first, act_tokens, heads)[:, 0]
     times = capture.times
     all_scores = np.stack(per_step)
     return FrameResult(
@@ -243,3 +227,10 @@ def analyze_capture(
         model=capture.model,
         actions=capture.actions,
     )
+
+
+def _nan_masked(values: np.ndarray, layout: TokenLayout) -> np.ndarray:
+    """float64 copy of ``[..., token]`` values with NaN at masked / padding tokens."""
+    out = np.array(values, dtype=np.float64)
+    out[..., ~layout.valid] = np.nan
+    return out

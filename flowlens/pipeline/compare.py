@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flowlens.errors import FlowlensError
-from flowlens.pipeline.frames import analyze_frame
+from flowlens.pipeline.frames import compute_frame
 from flowlens.pipeline.render import names_a_folder
 from flowlens.pipeline.sources import source_prompt
 from flowlens.pipeline.spec import AnalysisSpec
@@ -87,23 +87,19 @@ def compare_episodes(
         p.mkdir(parents=True, exist_ok=True)
     written = {}
     for i, path in paths.items():
-        rs = analyze_frame(backend, success.frame(i), spec, seed=seed)
-        rf = analyze_frame(backend, failure.frame(i), spec, seed=seed)
+        rs = compute_frame(backend, success.frame(i), spec, seed=seed)
+        rf = compute_frame(backend, failure.frame(i), spec, seed=seed)
         layer = rs.focus_layer
-        cams = [c for c in rs.layout.cameras if c.valid] or list(rs.layout.cameras)
-        cam = cams[0].name
         title = (
             f"success vs failure · frame {i} · {spec.method_label} · query: {spec.query_label} · "
             f"layer {layer} · "
             f"{rs.step_label} · {spec.heads_label}\n{p_s!r}"
         )
-        fig = ff.compare_outcomes(
+        fig = ff.outcome_figure(
             rs.scores_at(layer),
             rf.scores_at(layer),
-            rs.layout,
-            failure_layout=rf.layout,
-            images=(rs.images.get(cam), rf.images.get(cam)),
-            camera=cam,
+            (rs.layout, rf.layout),
+            (rs.images, rf.images),
             frame_index=i,
             value_label=spec.value_label,
             title=title,

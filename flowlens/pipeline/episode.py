@@ -28,7 +28,7 @@ import numpy as np
 
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError
-from flowlens.pipeline.frames import analyze_frame, frame_indices
+from flowlens.pipeline.frames import compute_frame, frame_indices
 from flowlens.pipeline.render import expand_viz, output_paths, render_figures
 from flowlens.pipeline.sources import source_prompt
 from flowlens.pipeline.spec import AnalysisSpec
@@ -168,7 +168,7 @@ def run_episode(
             _clean_temps(fdir)
             key = None if capture_store is None else frame_key(source.name, i)
             frame = source.frame(i)
-            result = analyze_frame(
+            result = compute_frame(
                 backend, frame, spec, kinds=kinds, seed=seed, store=capture_store, key=key, counts=counts
             )
             render_figures(result, kinds, fdir, dpi=dpi, paths=paths)

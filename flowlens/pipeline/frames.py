@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flowlens.errors import FlowlensError
-from flowlens.pipeline.analyze import FrameResult, analyze_capture
+from flowlens.pipeline.analyze import FrameResult, compute_scores
 from flowlens.pipeline.backends import CaptureNeeds
 from flowlens.pipeline.render import expand_viz, output_paths, render_figures
 from flowlens.pipeline.sources import source_prompt
@@ -89,9 +89,24 @@ def analyze_frame(
       counts: tallies captures "reused" from the store and "computed" by the backend.
     """
     spec.check_model(num_layers=backend.num_layers, num_heads=backend.num_heads, num_steps=backend.num_steps)
+    return compute_frame(backend, frame, spec, kinds=kinds, seed=seed, store=store, key=key, counts=counts)
+
+
+def compute_frame(
+    backend,
+    frame,
+    spec: AnalysisSpec,
+    *,
+    kinds: Sequence[str] = (),
+    seed: int = 0,
+    store=None,
+    key: str | None = None,
+    counts: dict | None = None,
+) -> FrameResult:
+    """``analyze_frame`` for a spec already checked against ``backend`` (once per run)."""
     needs = capture_needs(spec, kinds, backend.num_steps)
     capture = capture_frame(backend, frame, needs, seed=seed, store=store, key=key, counts=counts)
-    return analyze_capture(
+    return compute_scores(
         capture,
         spec,
         images=frame.images,

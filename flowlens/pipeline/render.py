@@ -22,15 +22,11 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from flowlens.errors import FlowlensError, unknown_name_error
+from flowlens.figures.config import LEGACY_VIZ_TYPES, VIZ_TYPES
 from flowlens.pipeline.analyze import FrameResult
 
-VIZ_TYPES = ("image", "text", "combined", "evolution", "steps", "heads", "actions")
 VIZ_CHOICES = (*VIZ_TYPES, "all", "full")
-LEGACY_ALL = ("image", "text", "combined", "evolution")
-MAX_HEAD_LAYERS = 6  # layers × 8 heads panels: more than 6 rows is unreadable
 
 
 def expand_viz(values: str | Iterable[str]) -> tuple[str, ...]:
@@ -40,7 +36,7 @@ def expand_viz(values: str | Iterable[str]) -> tuple[str, ...]:
     for v in values:
         if v not in VIZ_CHOICES:
             raise unknown_name_error("viz-type", v, VIZ_CHOICES)
-        for kind in LEGACY_ALL if v == "all" else VIZ_TYPES if v == "full" else (v,):
+        for kind in LEGACY_VIZ_TYPES if v == "all" else VIZ_TYPES if v == "full" else (v,):
             if kind not in out:
                 out.append(kind)
     return tuple(out)
@@ -90,7 +86,10 @@ def _step(result: FrameResult) -> int | None:
 
 
 def make_figure(kind: str, result: FrameResult, config=None):
-    """Build one figure (not saved). Raises FlowlensError when the result lacks what ``kind`` needs."""
+    """Build one figure (not saved) with the ``flowlens.figures`` composer of ``kind``.
+
+    Raises FlowlensError when the result lacks what ``kind`` needs.
+    """
     import flowlens.figures as ff
 
     config = config or figure_config(result)
@@ -108,101 +107,42 @@ def make_figure(kind: str, result: FrameResult, config=None):
             scores, layout, layer_ids=ids, config=dataclasses.replace(config, layers=None), step=step
         )
     if kind == "steps":
-        return _steps_figure(result, config)
+        if result.step_scores is None:
+            raise FlowlensError("the steps figure needs the scores at every denoising step; run with --step all.")
+        layer = result.focus_layer
+        return ff.steps_figure(
+            result.step_scores[:, ids.index(layer)],
+            layout,
+            images,
+            layer=layer,
+            times=result.step_times,
+            config=dataclasses.replace(config, method=result.spec.method_label),
+        )
     if kind == "heads":
-        return _heads_figure(result, config)
+        if result.head_scores is None:
+            raise FlowlensError("the heads figure needs every head recorded; the capture kept only their mean.")
+        return ff.heads_figure(
+            result.head_scores,
+            layout,
+            images,
+            layer_ids=ids,
+            layers=result.figure_layers,
+            query_label=result.spec.query_label,
+            step=result.steps[0],
+            config=config,
+        )
     if kind == "actions":
-        return _actions_figure(result, config)
+        if result.action_attention is None:
+            raise FlowlensError("the actions figure needs the action tokens' rows; this capture has none.")
+        return ff.actions_figure(
+            result.action_attention,
+            layout,
+            layer_ids=ids,
+            layers=result.figure_layers,
+            step=result.steps[0],
+            heads_label=result.spec.heads_label,
+        )
     raise unknown_name_error("viz-type", kind, VIZ_TYPES)
-
-
-def _camera_image(result: FrameResult):
-    cams = [c for c in result.layout.cameras if c.valid] or list(result.layout.cameras)
-    return cams[0].name, result.images.get(cams[0].name)
-
-
-def _steps_figure(result: FrameResult, config):
-    import flowlens.figures as ff
-    from flowlens.figures._common import new_figure
-
-    if result.step_scores is None or result.step_scores.shape[0] < 2:
-        raise FlowlensError("the steps figure needs the scores at every denoising step; run with --step all.")
-    layer = result.focus_layer
-    scores = result.step_scores[:, result.layers.index(layer)]  # [step, token]
-    camera, image = _camera_image(result)
-    times = result.step_times or None
-    fig = new_figure((13.0, 6.4))
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.5, 1.0])
-    n = scores.shape[0]
-    ncols = min(n, 5)
-    from flowlens.figures.steps import step_labels
-    from flowlens.figures.strips import map_panels
-
-    map_panels(
-        scores,
-        result.layout,
-        camera=camera,
-        image=image,
-        nrows=int(np.ceil(n / ncols)),
-        ncols=ncols,
-        titles=step_labels(n, times),
-        on="frame",
-        cmap=config.cmap,
-        alpha=config.alpha,
-        value_label=config.value_label,
-        fig=top,
-    )
-    ax = bottom.subplots()
-    ff.step_share_evolution(scores, result.layout, ax=ax, title="share per token group at each denoising step")
-    fig.suptitle(
-        dataclasses.replace(config, method=result.spec.method_label).title(
-            layer=layer, extra="across denoising steps (step 0: t = 1.0, pure noise)"
-        ),
-        fontsize=10,
-    )
-    return fig
-
-
-def _heads_figure(result: FrameResult, config):
-    import flowlens.figures as ff
-
-    if result.head_scores is None:
-        raise FlowlensError("the heads figure needs every head recorded; the capture kept only their mean.")
-    layers = list(result.figure_layers)
-    if len(layers) > MAX_HEAD_LAYERS:
-        layers = [layers[int(round(i))] for i in np.linspace(0, len(layers) - 1, MAX_HEAD_LAYERS)]
-    idx = [result.layers.index(x) for x in layers]
-    camera, image = _camera_image(result)
-    title = (
-        f"raw attention per head · query: {result.spec.query_label} · step {result.steps[0]} · "
-        "8 query heads share one key/value head (MQA)"
-    )
-    return ff.head_grid(
-        result.head_scores[idx],
-        result.layout,
-        camera=camera,
-        image=image,
-        layer_ids=layers,
-        title=title,
-        on="frame",
-        cmap=config.cmap,
-        alpha=config.alpha,
-    )
-
-
-def _actions_figure(result: FrameResult, config):
-    import flowlens.figures as ff
-
-    if result.action_attention is None:
-        raise FlowlensError("the actions figure needs the action tokens' rows; this capture has none.")
-    layers = list(result.figure_layers)
-    idx = [result.layers.index(x) for x in layers]
-    mats = ff.action_block(result.action_attention[idx], result.layout)
-    return ff.action_matrix_grid(
-        mats,
-        panel_labels=[f"layer {x}" for x in layers],
-        title=f"action → action raw attention · step {result.steps[0]} · {result.spec.heads_label}",
-    )
 
 
 def render_figures(

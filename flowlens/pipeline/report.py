@@ -14,10 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from flowlens.errors import FlowlensError
-from flowlens.pipeline.analyze import analyze_capture, as_token_scores, raw_rows
+from flowlens.pipeline.analyze import compute_scores
 from flowlens.pipeline.backends import CaptureNeeds
 from flowlens.pipeline.sources import source_prompt
 from flowlens.pipeline.spec import AnalysisSpec
@@ -48,26 +46,26 @@ def check_methods(methods) -> tuple[str, ...]:
     return tuple(m for m in methods if m != "flow" or flow_available())
 
 
-def report_frame(backend, frame, spec: AnalysisSpec, *, seed: int = 0, methods=REPORT_METHODS):
-    """One ``ReportFrame``: raw per head + mean, rollout, flow (those of ``methods``), every step."""
-    from flowlens.report import ReportFrame, with_head_mean
+def _report_frame(backend, frame, spec: AnalysisSpec, *, seed: int = 0, methods=REPORT_METHODS):
+    """One ``ReportFrame`` (``flowlens.report.report_frame``) of one source frame: raw per head +
+    mean and rollout at every step; flow (spec checked already) at the spec's step, last layer."""
+    from flowlens.report import report_frame
 
     needs = CaptureNeeds(steps=tuple(range(backend.num_steps)), graph=True, all_heads=True)
     capture = backend.capture(frame, needs, seed=seed)
-    layout = capture.layout
-    tokens = spec.query_tokens(layout)
-    scores = {}
-    if "raw" in methods:
-        per_head = [raw_rows(capture, s, tokens, "keep")[0].mean(axis=2) for s in range(capture.num_steps)]
-        scores["raw"] = with_head_mean(as_token_scores(np.stack(per_head), layout))
-    if "rollout" in methods:
-        all_steps = dataclasses.replace(spec, step="all", heads=None, method="rollout")
-        scores["rollout"] = analyze_capture(capture, all_steps).scores[:, :, None, :]
+    extra = {}
     if "flow" in methods:
         last = (capture.num_layers - 1,)  # one max-flow problem per layer: after the last layer only
-        fl = analyze_capture(capture, dataclasses.replace(spec, method="flow", heads=None, layers=last))
-        scores["flow"] = fl.scores[:, :, None, :]
-    return ReportFrame(layout=layout, scores=scores, images=frame.images, label=f"frame {frame.index}")
+        fl = compute_scores(capture, dataclasses.replace(spec, method="flow", heads=None, layers=last))
+        extra["flow"] = fl.scores[:, :, None, :]
+    return report_frame(
+        capture,
+        frame.images,
+        label=f"frame {frame.index}",
+        query=spec.query_tokens(capture.layout),
+        methods=[m for m in methods if m != "flow"],
+        extra=extra,
+    )
 
 
 def build_episode_report(
@@ -104,7 +102,7 @@ def build_episode_report(
     methods = check_methods(methods)
     path.parent.mkdir(parents=True, exist_ok=True)
     rframes = [
-        report_frame(backend, source.frame(i), spec, seed=seed, methods=methods)
+        _report_frame(backend, source.frame(i), spec, seed=seed, methods=methods)
         for i in tqdm(indices, desc="report", unit="frame", disable=not progress, file=sys.stderr)
     ]
     times = [str(s) for s in range(backend.num_steps)]  # the page says "step <label>"

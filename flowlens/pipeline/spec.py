@@ -27,10 +27,10 @@ import numpy as np
 
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, did_you_mean, unknown_name_error
+from flowlens.report.html import METHOD_LABELS
 
 METHODS = ("raw", "rollout", "flow")
 QUERY_FORMS = ("action:0", "action:<i>", "actions", "last", "state")
-METHOD_LABELS = {"raw": "raw attention", "rollout": "rollout", "flow": "attention flow"}
 VALUE_LABELS = {"raw": "attention mass", "rollout": "rollout relevance", "flow": "flow share"}
 _ACTION = re.compile(r"^(?:action|a):?(-?\d+)$")
 
@@ -133,7 +133,12 @@ class AnalysisSpec:
 
     # ---- checks against a model -------------------------------------------------------------
     def check_model(self, *, num_layers: int, num_heads: int, num_steps: int | None = None) -> None:
-        """Raise FlowlensError when layers / heads / step do not exist in a model of that size."""
+        """Raise FlowlensError when layers / heads / step do not exist in a model of that size.
+
+        The pipeline runs this once per run, where the backend is known (``run_single``,
+        ``run_episode``, ``compare_episodes``, ``build_episode_report``, ``analyze_frame`` /
+        ``analyze_capture`` when called on their own); the per-frame work does not repeat it.
+        """
         for layer in self.layers or ():
             if not 0 <= layer < num_layers:
                 raise FlowlensError(
@@ -148,7 +153,11 @@ class AnalysisSpec:
                     f"head {head} out of range: the model has {num_heads} heads per layer "
                     f"(valid: 0–{num_heads - 1}); leave --heads out for the mean over heads."
                 )
-        if num_steps is not None and isinstance(self.step, int) and not -num_steps <= self.step < num_steps:
+        if num_steps is not None:
+            self._check_step(num_steps)
+
+    def _check_step(self, num_steps: int) -> None:
+        if isinstance(self.step, int) and not -num_steps <= self.step < num_steps:
             raise FlowlensError(
                 f"step {self.step} out of range: the model samples with {num_steps} denoising steps "
                 f"(valid: 0–{num_steps - 1}, or 'all')."
@@ -158,7 +167,7 @@ class AnalysisSpec:
         """The denoising steps this spec reads (all steps for "all")."""
         if self.step == "all":
             return tuple(range(num_steps))
-        self.check_model(num_layers=10**9, num_heads=10**9, num_steps=num_steps)
+        self._check_step(num_steps)
         return (int(self.step) % num_steps,)
 
     def figure_layers(self, num_layers: int) -> tuple[int, ...]:

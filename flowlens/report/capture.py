@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from flowlens.analysis.rows import query_tokens, read_rows
 from flowlens.core.capture import Capture
 from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.report.data import ReportFrame, with_head_mean
@@ -27,36 +28,17 @@ def raw_scores(capture: Capture, tokens: np.ndarray) -> np.ndarray:
     """Raw attention of the query tokens, mean over them: float32 [step, layer, head, token].
 
     Suffix queries (state, actions) read every denoising step; prefix queries (patches, words)
-    read the prefix pass (one step). Keys outside the pass and invalid keys are NaN.
+    read the prefix pass (one step). Rows come from ``flowlens.analysis.rows.read_rows`` (heads as
+    stored); keys outside the pass and invalid keys are NaN.
     """
-    layout = capture.layout
-    suffix = tokens >= layout.prefix_len
+    tokens = np.atleast_1d(np.asarray(tokens, dtype=np.int64))
+    suffix = tokens >= capture.layout.prefix_len
     if suffix.any() and not suffix.all():
         raise FlowlensError("query mixes prefix and suffix tokens; pick one side (e.g. the action tokens).")
-    passes = capture.steps if suffix.all() else [capture.prefix or capture.full]
-    if not passes or passes[0] is None:
-        raise FlowlensError(
-            f"this capture recorded no {'suffix' if suffix.all() else 'prefix'} pass for the query."
-        )
-    out = []
-    for p in passes:
-        missing = np.setdiff1d(tokens, p.query_rows)
-        if missing.size:
-            raise FlowlensError(
-                f"query token {int(missing[0])} was not recorded in the {p.kind.value} pass; "
-                "record those rows (capture query rows) or choose recorded ones."
-            )
-        rows = (
-            np.searchsorted(p.query_rows, tokens)
-            if np.all(np.diff(p.query_rows) > 0)
-            else np.array([int(np.flatnonzero(p.query_rows == t)[0]) for t in tokens])
-        )
-        vals = p.probs[:, :, rows].mean(axis=2, dtype=np.float64)  # [layer, head, key]
-        full = np.full(vals.shape[:2] + (layout.n,), np.nan)
-        full[..., : p.key_count] = vals
-        out.append(full)
-    arr = np.stack(out)
-    arr[..., ~layout.valid] = np.nan
+    if suffix.all() and not capture.steps:
+        raise FlowlensError("this capture recorded no suffix pass for the query.")
+    steps = capture.step_ids if suffix.all() else (0,)
+    arr = np.stack([read_rows(capture, tokens, step=s, heads="stored").on_layout().mean(axis=2) for s in steps])
     return arr.astype(np.float32)
 
 
@@ -68,6 +50,7 @@ def report_frame(
     query: Sequence[int] | None = None,
     methods: Sequence[str] = METHODS,
     extra: Mapping[str, np.ndarray] | None = None,
+    residual: float = 0.5,
     **select,
 ) -> ReportFrame:
     """Build one report frame from a capture.
@@ -80,6 +63,7 @@ def report_frame(
         ``group="actions"`` …) in ``select``; default: the action tokens.
       methods: which of "raw", "rollout" to compute.
       extra: more methods as float [step, layer, head, token] (e.g. {"flow": ...}).
+      residual: r of the rollout's rownorm((1 - r)·A + r·I).
     Returns:
       A ReportFrame with scores {"raw": [step, layer, 1 + head, token],
       "rollout": [step, layer, 1, token], ...}.
@@ -88,15 +72,7 @@ def report_frame(
     for m in methods:
         if m not in METHODS:
             raise unknown_name_error("methods", m, METHODS)
-    if query is not None and select:
-        raise FlowlensError("give either query token indices or selection keywords, not both.")
-    tokens = (
-        np.atleast_1d(np.asarray(query, dtype=np.int64))
-        if query is not None
-        else layout.select(**select)
-        if select
-        else layout.select(kind="action")
-    )
+    tokens = query_tokens(layout, query, select)
     scores: dict[str, np.ndarray] = {}
     if "raw" in methods:
         raw = raw_scores(capture, tokens)
@@ -105,12 +81,12 @@ def report_frame(
         from flowlens.analysis.step_rollout import rollout_all_steps
 
         steps = "all" if capture.steps else 0
-        r = rollout_all_steps(capture, query=tokens, steps=steps) if capture.steps else None
+        r = rollout_all_steps(capture, query=tokens, steps=steps, residual=residual) if capture.steps else None
         if r is None:
             from flowlens.analysis.rollout import rollout
             from flowlens.core.graph import TokenGraph
 
-            ro = rollout(TokenGraph.from_capture(capture), tokens)
+            ro = rollout(TokenGraph.from_capture(capture, residual=residual), tokens)
             vals = np.stack([ro.token_scores(layer) for layer in ro.layers])[None]
         else:
             vals = r.values.mean(axis=2)  # [step, layer, token]

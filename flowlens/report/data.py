@@ -176,7 +176,7 @@ def png_data_url(image: np.ndarray, fmt: str = "png") -> str:
     """uint8 [H, W, 3] → "data:image/png;base64,…" (or JPEG, quality 90, for smaller reports)."""
     from PIL import Image
 
-    from flowlens.figures._common import check_image
+    from flowlens.figures import check_image
 
     buf = io.BytesIO()
     Image.fromarray(check_image(image)).save(

@@ -3,7 +3,7 @@ import pytest
 
 from flowlens.errors import FlowlensError
 from flowlens.figures import (
-    action_block,
+    action_columns,
     action_matrix,
     action_matrix_grid,
     head_grid,
@@ -72,6 +72,6 @@ def test_action_matrices(data):
 def test_action_block_takes_action_columns(data):
     p, act = data.layout.prefix_len, data.layout.actions
     rows = data.capture.step(0).probs[0, 0, act.start - p : act.stop - p]
-    np.testing.assert_array_equal(action_block(rows, data.layout), rows[:, act.start : act.stop])
+    np.testing.assert_array_equal(action_columns(rows, data.layout), rows[:, act.start : act.stop])
     with pytest.raises(FlowlensError, match="horizon=50"):
-        action_block(rows[:3], data.layout)
+        action_columns(rows[:3], data.layout)

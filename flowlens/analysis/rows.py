@@ -1,12 +1,24 @@
-"""Per-head attention rows of a query selection, read straight from a Capture or a TokenGraph.
+"""Query rows: the attention rows of chosen query tokens, read out of a Capture (or a TokenGraph).
 
-The per-head analyses (``flowlens.analysis.heads``, ``head_roles``, ``head_grids``, ``actions``)
-need only the query rows asked for — typically the 50 action rows × all keys — so they read the
-per-head probabilities of those rows from the pass that holds them: the suffix pass of the chosen
-denoising step for state / action queries, the prefix pass for image / text queries. They work
-when only suffix rows were recorded, and never build ``[layer, head, n, n]`` copies. Masked and
-padding *keys* are dropped (they carry ~0 mass); masked *queries* are refused (their rows are the
-uniform garbage softmax returns for fully masked rows, reference/landscape.md §3.1).
+Every reader of raw attention rows goes through ``read_rows``, so what is valid is decided once:
+
+- a query row is read from the pass that holds it: the suffix pass of the chosen denoising step
+  for state / action queries, the prefix pass for image / text queries (one full pass serves both);
+- masked-camera and padding *queries* are refused: their rows are the uniform garbage softmax
+  returns for fully masked rows (reference/landscape.md §3.1);
+- masked-camera and padding *keys* are dropped (they carry ~0 mass): rows run over the layout's
+  valid tokens, ``HeadAttention.key_tokens``; ``HeadAttention.on_layout`` spreads them back over
+  the whole layout with NaN at those keys (and at keys outside a prefix query's pass);
+- heads are kept, taken as stored (a capture may hold only their mean), or fused.
+
+Only the rows asked for are copied — typically the 50 action rows × the valid keys — never
+``[layer, head, n, n]``. The per-head analyses (``heads``, ``head_roles``, ``head_grids``,
+``actions``, ``steps``) take ``head_attention``; the pipeline, the report and the batch examples
+take ``read_rows``.
+
+    rows = read_rows(capture, layout.select(kind="action"), step=0, heads="mean")
+    rows.probs                 # float32 [layer, 1, 50, valid key]
+    rows.on_layout()           # float64 [layer, 1, 50, token], NaN at masked / padding keys
 """
 
 from __future__ import annotations
@@ -16,25 +28,28 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flowlens.core.capture import Capture, PassKind, resolve_layers
-from flowlens.core.graph import TokenGraph
+from flowlens.core.capture import AttentionPass, Capture, PassKind, resolve_layers
+from flowlens.core.graph import TokenGraph, fuse_heads
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class HeadAttention:
-    """Per-head attention of selected queries at one denoising step, over the valid keys.
+    """Attention of selected queries at one denoising step, per head, over the valid keys.
 
     Attributes:
       layout: the token layout.
-      probs: float32 [layer, head, query, key]: raw probabilities of each query row on each valid
-        key token (masked-camera and padding keys removed; prefix queries have 0 on suffix keys).
+      probs: [layer, head, query, key]: raw probabilities of each query row on each valid key
+        token (masked-camera and padding keys removed; prefix queries have 0 on suffix keys).
+        The head axis holds every head, or one fused / stored-reduced head (``read_rows``).
       query_tokens: int64 [query]: layout index of each query.
       key_tokens: int64 [key]: layout index of each key (the layout's valid tokens, in order).
       layers: model layer id of each entry of the layer axis.
       step: denoising step of the suffix rows (None for a full pass or prefix-only queries).
       time: flow-matching time of that step.
+      key_stop: int64 [query]: keys at or past this layout index were outside the pass the
+        query's row came from (prefix_len for prefix queries); None: every key was inside.
     """
 
     layout: TokenLayout
@@ -44,6 +59,7 @@ class HeadAttention:
     layers: tuple[int, ...]
     step: int | None = None
     time: float | None = None
+    key_stop: np.ndarray | None = None
 
     @property
     def num_layers(self) -> int:
@@ -56,6 +72,16 @@ class HeadAttention:
     def key_positions(self, tokens: np.ndarray | Sequence[int]) -> np.ndarray:
         """Positions on the key axis of layout tokens; masked / padding tokens raise."""
         return key_positions(self.layout, self.key_tokens, tokens)
+
+    def on_layout(self) -> np.ndarray:
+        """float64 [layer, head, query, token] over the whole layout: NaN at masked / padding keys
+        and at keys outside the pass each query's row came from."""
+        out = np.full(self.probs.shape[:-1] + (self.layout.n,), np.nan)
+        out[..., self.key_tokens] = self.probs
+        if self.key_stop is not None:
+            outside = np.arange(self.layout.n)[None, :] >= self.key_stop[:, None]  # [query, token]
+            out[..., outside] = np.nan
+        return out
 
 
 def key_positions(layout: TokenLayout, key_tokens: np.ndarray, tokens) -> np.ndarray:
@@ -185,45 +211,102 @@ def _from_graph(graph: TokenGraph, query, layers, select) -> HeadAttention:
 
 
 def _from_capture(capture: Capture, step, query, layers, select) -> HeadAttention:
-    layout = capture.layout
-    tokens = query_tokens(layout, query, select)
-    keys = np.flatnonzero(layout.valid)
-    in_prefix = tokens < layout.prefix_len
-    use_full = capture.full is not None and not capture.steps
-    if use_full:
-        parts = [(capture.full, np.ones(tokens.size, dtype=bool))]
-    else:
-        parts = []
-        if in_prefix.any():
-            if capture.prefix is None:
-                raise FlowlensError(
-                    "prefix queries were selected but this capture has no prefix pass; query suffix tokens "
-                    "(e.g. kind='action') or record the prefix pass."
-                )
-            parts.append((capture.prefix, in_prefix))
-        if (~in_prefix).any():
-            parts.append((capture.step(step), ~in_prefix))
-    for p, _ in parts:
-        if p.head_reduction is not None:
+    return read_rows(capture, query_tokens(capture.layout, query, select), step=step, layers=layers)
+
+
+def _passes(capture: Capture, tokens: np.ndarray, step) -> list[tuple[AttentionPass, np.ndarray]]:
+    """The passes holding the rows of ``tokens`` and which tokens each holds (bool [query]).
+
+    Suffix queries (state, actions) are read from the suffix pass of ``step``, prefix queries
+    (patches, words) from the prefix pass; a capture of one full pass (no steps) serves both.
+    """
+    in_prefix = tokens < capture.layout.prefix_len
+    if capture.full is not None and (not capture.steps or (capture.prefix is None and in_prefix.all())):
+        return [(capture.full, np.ones(tokens.size, dtype=bool))]
+    parts = []
+    if in_prefix.any():
+        if capture.prefix is None:
+            raise FlowlensError(
+                "prefix queries were selected but this capture has no prefix pass; query suffix tokens "
+                "(e.g. kind='action') or record the prefix pass."
+            )
+        parts.append((capture.prefix, in_prefix))
+    if (~in_prefix).any():
+        parts.append((capture.step(step), ~in_prefix))
+    return parts
+
+
+def _heads_of(block: np.ndarray, p: AttentionPass, heads) -> np.ndarray:
+    """[layer, head, query, key] of the pass → the head axis ``heads`` asks for (1 when fused)."""
+    if p.head_reduction is not None:
+        if heads == "keep":
             raise FlowlensError(
                 f"per-head analysis needs every head, but the {p.kind.value} pass stored only the "
                 f"{p.head_reduction!r} of the heads; record all heads (head_reduction=None)."
             )
+        if heads not in ("stored", "mean", p.head_reduction):
+            raise FlowlensError(
+                f"heads={heads!r}: the capture stored only the {p.head_reduction} over heads; re-run with all "
+                "heads kept for --heads or per-head views."
+            )
+        return block
+    if heads in ("keep", "stored"):
+        return block
+    return fuse_heads(block, heads, axis=1)[:, None]
+
+
+def read_rows(
+    capture: Capture,
+    tokens: np.ndarray | Sequence[int],
+    *,
+    step: int = 0,
+    layers: Sequence[int] | None = None,
+    heads="keep",
+) -> HeadAttention:
+    """The attention rows of query ``tokens`` at denoising ``step``, over the valid keys.
+
+    Each query row comes from the pass that holds it (``_passes``). Masked-camera and padding
+    *queries* are refused (their rows are softmax garbage); masked and padding *keys* are dropped;
+    prefix queries have 0 on the suffix keys (``HeadAttention.on_layout`` can mark those NaN).
+
+    Args:
+      capture: a Capture holding the rows of ``tokens``.
+      tokens: int [query] layout indices of valid tokens (e.g. from ``query_tokens``).
+      step: denoising step id of suffix queries (negative counts from the last recorded).
+      layers: model layers (default: every layer the passes used recorded).
+      heads: "keep" (every head; a head-reduced pass is refused), "stored" (what each pass holds:
+        every head, or its one reduced slot), or a ``fuse_heads`` argument ("mean", a head, a list
+        of heads) fused into a head axis of size 1 ("mean" also reads a mean-reduced pass).
+    Returns:
+      HeadAttention with probs [layer, head, query, key] in the capture's dtype (float32, or
+      float16 from a float16 store); head = num_heads, or 1 when fused / reduced.
+    Raises:
+      FlowlensError: masked / out-of-range queries, a missing pass / row / layer, heads the
+        capture cannot give.
+    """
+    layout = capture.layout
+    tokens = query_tokens(layout, tokens)
+    keys = np.flatnonzero(layout.valid)
+    parts = _passes(capture, tokens, step)
     layers = resolve_layers([p for p, _ in parts], layers, capture.num_layers)
     out = None
+    key_stop = np.zeros(tokens.size, dtype=np.int64)
     for p, which in parts:
         what = f"the {p.kind.value} pass" + (f" of step {p.step}" if p.step is not None else "")
         rows = _as_index(_positions(p.query_rows, tokens[which], what))
         lsel = _as_index(np.asarray([p.layer_index(x) for x in layers]))
         kcols = keys[keys < p.key_count]
-        block = p.probs[lsel][:, :, rows]
+        key_stop[which] = p.key_count
+        block = _heads_of(p.probs[lsel][:, :, rows], p, heads)
         if kcols.size != p.key_count:
             block = take_columns(block, kcols)
         if len(parts) == 1 and kcols.size == keys.size:
             out = np.ascontiguousarray(block)
             break
         if out is None:
-            out = np.zeros((len(layers), p.num_heads, tokens.size, keys.size), dtype=np.float32)
+            out = np.zeros((len(layers), block.shape[1], tokens.size, keys.size), dtype=np.float32)
+        elif out.shape[1] != block.shape[1]:
+            raise FlowlensError("the prefix and suffix passes stored different heads; record both the same way.")
         out[:, :, np.flatnonzero(which), : kcols.size] = block
     suffix = next((p for p, _ in parts if p.kind == PassKind.SUFFIX), None)
     return HeadAttention(
@@ -234,4 +317,5 @@ def _from_capture(capture: Capture, step, query, layers, select) -> HeadAttentio
         layers=layers,
         step=None if suffix is None else suffix.step,
         time=None if suffix is None else suffix.time,
+        key_stop=key_stop,
     )

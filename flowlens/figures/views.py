@@ -1,0 +1,179 @@
+"""Figure-level composers of one analysed frame: the steps, heads and actions views, and the
+success-vs-failure page — arrays in, one figure out (``flowlens.pipeline.render`` maps the
+``--viz-type`` names to these and to ``composers``; nothing here calls JAX).
+
+    steps_figure(scores [step, token], layout, images, layer=17, times=..., config=...)
+    heads_figure(scores [layer, head, token], layout, images, layer_ids=..., layers=..., ...)
+    actions_figure(rows [layer, horizon, token], layout, layer_ids=..., layers=..., ...)
+    outcome_figure(success [token], failure [token], layouts, images, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from flowlens.core.layout import TokenLayout
+from flowlens.errors import FlowlensError
+from flowlens.figures._common import new_figure
+from flowlens.figures.actions import action_columns, action_matrix_grid
+from flowlens.figures.compare import compare_outcomes
+from flowlens.figures.config import FigureConfig
+from flowlens.figures.heads import head_grid
+from flowlens.figures.steps import step_labels, step_share_evolution
+from flowlens.figures.strips import map_panels
+
+MAX_HEAD_LAYERS = 6  # layers × 8 heads panels: more than 6 rows is unreadable
+
+
+def first_camera(layout: TokenLayout, images: Mapping[str, np.ndarray] | None = None):
+    """(name, frame or None) of the first valid camera (the first camera when none is valid)."""
+    cams = [c for c in layout.cameras if c.valid] or list(layout.cameras)
+    return cams[0].name, (images or {}).get(cams[0].name)
+
+
+def _rows_of(layer_ids: Sequence[int], layers: Sequence[int]) -> list[int]:
+    missing = [x for x in layers if x not in layer_ids]
+    if missing:
+        raise FlowlensError(f"layer {missing[0]} is not among the scores' layers {list(layer_ids)}.")
+    return [list(layer_ids).index(x) for x in layers]
+
+
+def steps_figure(
+    scores: np.ndarray,
+    layout: TokenLayout,
+    images: Mapping[str, np.ndarray] | None = None,
+    *,
+    layer: int,
+    times: Sequence[float | None] | None = None,
+    config: FigureConfig | None = None,
+):
+    """Heatmaps (first valid camera) and group shares of one layer at every denoising step.
+
+    Args:
+      scores: float [step, token] at model layer ``layer``, two steps or more.
+      times: flow-matching time of each step (for the panel titles).
+    Returns:
+      The figure: map panels on top, the share-per-group chart below.
+    """
+    config = config or FigureConfig()
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[0] < 2:
+        raise FlowlensError("the steps figure needs the scores at every denoising step; run with --step all.")
+    camera, image = first_camera(layout, images)
+    fig = new_figure((13.0, 6.4))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.5, 1.0])
+    n = scores.shape[0]
+    ncols = min(n, 5)
+    map_panels(
+        scores,
+        layout,
+        camera=camera,
+        image=image,
+        nrows=int(np.ceil(n / ncols)),
+        ncols=ncols,
+        titles=step_labels(n, times or None),
+        on="frame",
+        cmap=config.cmap,
+        alpha=config.alpha,
+        value_label=config.value_label,
+        fig=top,
+    )
+    step_share_evolution(scores, layout, ax=bottom.subplots(), title="share per token group at each denoising step")
+    fig.suptitle(
+        config.title(layer=layer, extra="across denoising steps (step 0: t = 1.0, pure noise)"), fontsize=10
+    )
+    return fig
+
+
+def heads_figure(
+    scores: np.ndarray,
+    layout: TokenLayout,
+    images: Mapping[str, np.ndarray] | None = None,
+    *,
+    layer_ids: Sequence[int],
+    layers: Sequence[int],
+    query_label: str,
+    step: int,
+    config: FigureConfig | None = None,
+):
+    """Layers × heads raw attention of one query (at most 6 of ``layers``, evenly spread).
+
+    Args:
+      scores: float [layer, head, token]; ``layer_ids`` names its layer axis, ``layers`` the ones to draw.
+    """
+    config = config or FigureConfig()
+    layers = list(layers)
+    if len(layers) > MAX_HEAD_LAYERS:
+        layers = [layers[int(round(i))] for i in np.linspace(0, len(layers) - 1, MAX_HEAD_LAYERS)]
+    camera, image = first_camera(layout, images)
+    title = (
+        f"raw attention per head · query: {query_label} · step {step} · "
+        "8 query heads share one key/value head (MQA)"
+    )
+    return head_grid(
+        np.asarray(scores)[_rows_of(layer_ids, layers)],
+        layout,
+        camera=camera,
+        image=image,
+        layer_ids=layers,
+        title=title,
+        on="frame",
+        cmap=config.cmap,
+        alpha=config.alpha,
+    )
+
+
+def actions_figure(
+    rows: np.ndarray,
+    layout: TokenLayout,
+    *,
+    layer_ids: Sequence[int],
+    layers: Sequence[int],
+    step: int,
+    heads_label: str,
+):
+    """Action → action raw attention, one horizon × horizon panel per layer of ``layers``.
+
+    Args:
+      rows: float [layer, horizon, token] rows of the action tokens; ``layer_ids`` names its layer axis.
+    """
+    layers = list(layers)
+    mats = action_columns(np.asarray(rows)[_rows_of(layer_ids, layers)], layout)
+    return action_matrix_grid(
+        mats,
+        panel_labels=[f"layer {x}" for x in layers],
+        title=f"action → action raw attention · step {step} · {heads_label}",
+    )
+
+
+def outcome_figure(
+    success: np.ndarray,
+    failure: np.ndarray,
+    layouts: tuple[TokenLayout, TokenLayout],
+    images: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+    *,
+    frame_index: int,
+    value_label: str,
+    title: str,
+):
+    """Success vs failure at one frame index on the first valid camera (``compare_outcomes``).
+
+    Args:
+      success, failure: float [token] scores of each episode's frame; layouts and images in that order.
+    """
+    cam, _ = first_camera(layouts[0])
+    return compare_outcomes(
+        success,
+        failure,
+        layouts[0],
+        failure_layout=layouts[1],
+        images=(images[0].get(cam), images[1].get(cam)),
+        camera=cam,
+        frame_index=frame_index,
+        value_label=value_label,
+        title=title,
+    )
+
+
