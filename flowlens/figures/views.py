@@ -21,8 +21,7 @@ from flowlens.figures.actions import action_columns, action_matrix_grid
 from flowlens.figures.compare import compare_outcomes
 from flowlens.figures.config import FigureConfig
 from flowlens.figures.heads import head_grid
-from flowlens.figures.steps import step_labels, step_share_evolution
-from flowlens.figures.strips import map_panels
+from flowlens.figures.steps import step_share_evolution, step_strip
 
 MAX_HEAD_LAYERS = 6  # layers × 8 heads panels: more than 6 rows is unreadable
 
@@ -64,16 +63,12 @@ def steps_figure(
     camera, image = first_camera(layout, images)
     fig = new_figure((13.0, 6.4))
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.5, 1.0])
-    n = scores.shape[0]
-    ncols = min(n, 5)
-    map_panels(
+    step_strip(
         scores,
         layout,
         camera=camera,
         image=image,
-        nrows=int(np.ceil(n / ncols)),
-        ncols=ncols,
-        titles=step_labels(n, times or None),
+        times=times or None,
         on="frame",
         cmap=config.cmap,
         alpha=config.alpha,

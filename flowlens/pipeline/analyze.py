@@ -133,23 +133,14 @@ def _flow_scores(graph: TokenGraph, tokens: np.ndarray, layers) -> np.ndarray:
     return np.stack(out)
 
 
-def analyze_capture(
-    capture: Capture,
-    spec: AnalysisSpec,
-    *,
-    images: Mapping[str, np.ndarray] | None = None,
-    frame_index: int | None = None,
-    prompt: str | None = None,
-    every_step: bool = False,
-) -> FrameResult:
+def analyze_capture(capture: Capture, spec: AnalysisSpec, **options) -> FrameResult:
     """Compute ``spec`` on one capture, after checking it against the capture's model.
 
     Args:
       capture: prefix pass and every valid row (rollout / flow), or the suffix rows (raw), for the
         steps 0 … the step asked for.
       spec: method, query, heads, step, layers.
-      images: camera → uint8 frame (kept for the figures).
-      every_step: also compute the scores at every recorded denoising step (``step_scores``).
+      **options: ``images``, ``frame_index``, ``prompt``, ``every_step`` of ``compute_scores``.
     Returns:
       FrameResult with scores [step, layer, token].
     Raises:
@@ -157,9 +148,7 @@ def analyze_capture(
         capture that misses what the method needs.
     """
     spec.check_model(num_layers=capture.num_layers, num_heads=capture.num_heads, num_steps=capture.num_steps or None)
-    return compute_scores(
-        capture, spec, images=images, frame_index=frame_index, prompt=prompt, every_step=every_step
-    )
+    return compute_scores(capture, spec, **options)
 
 
 def compute_scores(
@@ -172,7 +161,15 @@ def compute_scores(
     every_step: bool = False,
 ) -> FrameResult:
     """``analyze_capture`` for a spec already checked against the model (``AnalysisSpec.check_model``
-    runs once per run, where the backend is known; this runs once per frame)."""
+    runs once per run, where the backend is known; this runs once per frame).
+
+    Args:
+      images: camera → uint8 frame (kept for the figures).
+      frame_index, prompt: kept in the result (the prompt defaults to the capture's metadata).
+      every_step: also compute the scores at every recorded denoising step (``step_scores``).
+    Returns:
+      FrameResult with scores float64 [step, layer, token], NaN at masked / padding tokens.
+    """
     layout = capture.layout
     tokens = spec.query_tokens(layout)
     steps = spec.step_indices(capture.num_steps)

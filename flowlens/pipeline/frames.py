@@ -66,30 +66,17 @@ def capture_frame(
     return capture
 
 
-def analyze_frame(
-    backend,
-    frame,
-    spec: AnalysisSpec,
-    *,
-    kinds: Sequence[str] = (),
-    seed: int = 0,
-    store=None,
-    key: str | None = None,
-    counts: dict | None = None,
-) -> FrameResult:
-    """Capture ``frame`` with ``backend`` and compute ``spec`` (plus what ``kinds`` of figures need).
+def analyze_frame(backend, frame, spec: AnalysisSpec, **options) -> FrameResult:
+    """Check ``spec`` against ``backend``, capture ``frame`` and compute ``spec`` (``compute_frame``).
 
     Args:
       backend: from ``load_backend``.
       frame: a ``flowlens.io.sources.Frame`` (images, prompt, state, transforms).
       spec: the analysis.
-      kinds: figure types that will be drawn ("steps" needs every step, "heads" every head).
-      seed: noise seed of the sampler (and of the synthetic attention).
-      store: a ``flowlens.io.store`` CaptureStore to reuse / keep captures in (under ``key``).
-      counts: tallies captures "reused" from the store and "computed" by the backend.
+      **options: ``kinds``, ``seed``, ``store``, ``key``, ``counts`` of ``compute_frame``.
     """
     spec.check_model(num_layers=backend.num_layers, num_heads=backend.num_heads, num_steps=backend.num_steps)
-    return compute_frame(backend, frame, spec, kinds=kinds, seed=seed, store=store, key=key, counts=counts)
+    return compute_frame(backend, frame, spec, **options)
 
 
 def compute_frame(
@@ -103,7 +90,15 @@ def compute_frame(
     key: str | None = None,
     counts: dict | None = None,
 ) -> FrameResult:
-    """``analyze_frame`` for a spec already checked against ``backend`` (once per run)."""
+    """Capture ``frame`` with ``backend`` and compute ``spec`` (plus what ``kinds`` of figures need),
+    for a spec already checked against ``backend`` (``check_model`` runs once per run).
+
+    Args:
+      kinds: figure types that will be drawn ("steps" needs every step, "heads" every head).
+      seed: noise seed of the sampler (and of the synthetic attention).
+      store: a ``flowlens.io.store`` CaptureStore to reuse / keep captures in (under ``key``).
+      counts: tallies captures "reused" from the store and "computed" by the backend.
+    """
     needs = capture_needs(spec, kinds, backend.num_steps)
     capture = capture_frame(backend, frame, needs, seed=seed, store=store, key=key, counts=counts)
     return compute_scores(

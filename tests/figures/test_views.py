@@ -1,0 +1,71 @@
+"""The one-frame views (flowlens.figures.views): steps, heads, actions, success vs failure."""
+
+import numpy as np
+import pytest
+
+from flowlens.errors import FlowlensError
+from flowlens.figures import (
+    FigureConfig,
+    actions_figure,
+    first_camera,
+    heads_figure,
+    outcome_figure,
+    steps_figure,
+)
+from flowlens.testing import toy_layout
+
+
+def test_first_camera_skips_masked_cameras(data):
+    assert first_camera(toy_layout()) == ("base_0_rgb", None)  # left_wrist_0_rgb comes second
+    name, image = first_camera(data.layout, data.images)
+    assert name == "base_0_rgb" and image is data.images["base_0_rgb"]
+
+
+def test_heads_figure_draws_at_most_six_layers_evenly(data):
+    fig = heads_figure(
+        data.raw, data.layout, data.images, layer_ids=range(18), layers=range(18), query_label="a0", step=0
+    )
+    maps = [ax for ax in fig.axes if ax.images]
+    assert len(maps) == 6 * 2  # 6 layers × 2 heads
+    assert [maps[i].get_ylabel() for i in range(0, 12, 2)] == [f"layer {x}" for x in (0, 3, 7, 10, 14, 17)]
+    assert "query: a0 · step 0" in fig._suptitle.get_text()
+
+
+def test_heads_figure_takes_the_rows_of_the_layers_asked(data):
+    fig = heads_figure(data.raw[[4, 9]], data.layout, layer_ids=[4, 9], layers=[9], query_label="a0", step=2)
+    maps = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_ylabel() for ax in maps] == ["layer 9", ""]
+    with pytest.raises(FlowlensError, match=r"layer 5 is not among the scores' layers \[4, 9\]"):
+        heads_figure(data.raw[[4, 9]], data.layout, layer_ids=[4, 9], layers=[5], query_label="a0", step=2)
+
+
+def test_actions_figure_one_panel_per_layer(data):
+    act = data.layout.actions
+    rows = np.zeros((18, act.size, data.layout.n))
+    rows[:, :, act.start : act.stop] = data.actions
+    fig = actions_figure(rows, data.layout, layer_ids=range(18), layers=[0, 17], step=1, heads_label="heads: mean")
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert titles == ["layer 0", "layer 17"]
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), data.actions[17])
+
+
+def test_steps_figure_needs_two_steps_and_titles_each(data):
+    scores = data.raw_steps[:, 17].mean(axis=1)  # [step, token]
+    cfg = FigureConfig(method="raw attention", value_label="attention mass")
+    fig = steps_figure(scores, data.layout, data.images, layer=17, times=(1.0, 0.9, 0.8), config=cfg)
+    assert "layer 17" in fig._suptitle.get_text() and "raw attention" in fig._suptitle.get_text()
+    with pytest.raises(FlowlensError, match="every denoising step"):
+        steps_figure(scores[:1], data.layout, layer=17)
+
+
+def test_outcome_figure_uses_each_episode_frame_of_the_first_valid_camera(data):
+    fig = outcome_figure(
+        data.rollout[17],
+        data.rollout[0],
+        (data.layout, data.layout),
+        (data.images, {}),
+        frame_index=3,
+        value_label="rollout relevance",
+        title="success vs failure",
+    )
+    assert fig._suptitle.get_text() == "success vs failure"
