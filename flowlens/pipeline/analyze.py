@@ -102,12 +102,6 @@ class FrameResult:
         return self.figure_layers[-1]
 
 
-def raw_scores(capture: Capture, step: int, tokens: np.ndarray, heads) -> np.ndarray:
-    """float64 [layer, head, query, token] raw rows of ``tokens`` at ``step`` (``analysis.rows``),
-    NaN at masked / padding keys; head axis of 1 unless ``heads`` is "keep"."""
-    return read_rows(capture, tokens, step=step, heads=heads).on_layout()
-
-
 def _flow_scores(graph: TokenGraph, tokens: np.ndarray, layers) -> np.ndarray:
     """Attention flow through layers 0..l for each l of ``layers``, as the share of the query's flow.
 
@@ -176,8 +170,9 @@ def compute_scores(
     heads = spec.heads_argument
     computed = tuple(range(capture.num_steps)) if every_step else steps
     if spec.method == "raw":
-        per_step = [raw_scores(capture, s, tokens, heads)[:, 0].mean(axis=1) for s in computed]
-        layers = capture.step(computed[0]).layers
+        rows = [read_rows(capture, tokens, step=s, heads=heads) for s in computed]
+        per_step = [r.on_layout()[:, 0].mean(axis=1) for r in rows]  # [step][layer, token]
+        layers = rows[0].layers
     elif spec.method == "rollout":
         from flowlens.analysis.step_rollout import rollout_all_steps
 
@@ -197,13 +192,13 @@ def compute_scores(
     head_scores = None
     p = capture.step(first)
     if p.head_reduction is None:
-        head_scores = raw_scores(capture, first, tokens, "keep").mean(axis=2)
+        head_scores = read_rows(capture, tokens, step=first, heads="keep").on_layout().mean(axis=2)
     action_attention = None
     act = layout.actions
     if act is not None:
         act_tokens = np.arange(act.start, act.stop)
         if np.isin(act_tokens, p.query_rows).all():
-            action_attention = raw_scores(capture, first, act_tokens, heads)[:, 0]
+            action_attention = read_rows(capture, act_tokens, step=first, heads=heads).on_layout()[:, 0]
     times = capture.times
     all_scores = np.stack(per_step)
     return FrameResult(
