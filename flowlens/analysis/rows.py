@@ -91,12 +91,17 @@ def key_positions(layout: TokenLayout, key_tokens: np.ndarray, tokens) -> np.nda
     pos = np.clip(np.searchsorted(key_tokens, tokens), 0, key_tokens.size - 1)
     bad = tokens[key_tokens[pos] != tokens]
     if bad.size:
-        seg = layout.segment_of_token(int(bad[0]))
-        raise FlowlensError(
-            f"token {int(bad[0])} ({seg.name}) is masked or padding: it is not a key of this analysis. "
-            "Select valid tokens (layout.select(..., valid_only=True))."
+        raise _masked(
+            layout, "token", bad[0], ": it is not a key of this analysis. Select valid tokens "
+            "(layout.select(..., valid_only=True))."
         )
     return pos
+
+
+def _masked(layout: TokenLayout, what: str, token, advice: str) -> FlowlensError:
+    """The error for a masked-camera / padding ``token`` used as ``what``."""
+    seg = layout.segment_of_token(int(token))
+    return FlowlensError(f"{what} {int(token)} ({seg.name}) is masked or padding{advice}")
 
 
 def query_tokens(layout: TokenLayout, query=None, select: dict | None = None) -> np.ndarray:
@@ -117,10 +122,9 @@ def query_tokens(layout: TokenLayout, query=None, select: dict | None = None) ->
         raise FlowlensError(f"query token {int(bad[0])} out of range: the layout has {layout.n} tokens.")
     invalid = tokens[~layout.valid[tokens]]
     if invalid.size:
-        seg = layout.segment_of_token(int(invalid[0]))
-        raise FlowlensError(
-            f"query token {int(invalid[0])} ({seg.name}) is masked or padding; its attention row is the "
-            "uniform garbage softmax returns for fully masked rows. Query valid tokens only."
+        raise _masked(
+            layout, "query token", invalid[0], "; its attention row is the uniform garbage softmax returns "
+            "for fully masked rows. Query valid tokens only."
         )
     return tokens
 
