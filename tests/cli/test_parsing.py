@@ -62,6 +62,14 @@ def test_steps_heads_layers():
         AnalysisSpec(method="saliency")
 
 
+def test_step_indices_checks_the_step_alone():
+    """step_indices checks the step against the steps sampled, with no placeholder model size; layers
+    and heads wait for check_model, once per run."""
+    assert AnalysisSpec(step=-1, layers=(99,), heads=(42,)).step_indices(10) == (9,)
+    with pytest.raises(FlowlensError, match=r"^step 10 out of range: the model samples with 10 denoising steps"):
+        AnalysisSpec(step=10).step_indices(10)
+
+
 def test_rewrite_mode():
     assert rewrite_mode(["--mode", "single", "--video", "v.mp4"]) == ["single", "--video", "v.mp4"]
     assert rewrite_mode(["--video", "v.mp4", "--mode=episode"]) == ["episode", "--video", "v.mp4"]
