@@ -178,10 +178,10 @@ def action_group_mass(capture) -> list[dict]:
             continue
         block = read_rows(capture, recorded, step=p.step, heads="stored")  # [layer, head, query, valid key]
         mean = block.probs.mean(axis=(1, 2), dtype=np.float64)  # [layer, valid key]
+        cols = {g: block.key_positions(idx) for g, idx in groups.items()}
         for li, layer in enumerate(block.layers):
             rows += [
-                {"step": p.step, "layer": layer, "group": g, "mass": float(mean[li, block.key_positions(idx)].sum())}
-                for g, idx in groups.items()
+                {"step": p.step, "layer": layer, "group": g, "mass": float(mean[li, c].sum())} for g, c in cols.items()
             ]
     return rows
 

@@ -65,6 +65,7 @@ def _report_frame(backend, frame, spec: AnalysisSpec, *, seed: int = 0, methods=
         query=spec.query_tokens(capture.layout),
         methods=[m for m in methods if m != "flow"],
         extra=extra,
+        residual=spec.residual,
     )
 
 
