@@ -212,3 +212,17 @@ def test_pipeline_rollout_equals_per_step_graph_rollout(synth):
             graph = TokenGraph.from_capture(source, s, heads=spec.heads_argument, residual=0.4)
             old = graph.to_tokens(rollout(graph, tokens).values.mean(axis=1))  # [layer, token]
             np.testing.assert_allclose(new.step_scores[s], old, rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+def test_report_frame_rollout_takes_the_residual(synth):
+    """flowlens.report.report_frame is the one report frame builder; the pipeline passes its spec's residual."""
+    from flowlens.analysis.step_rollout import rollout_all_steps
+    from flowlens.report import report_frame
+
+    frame = report_frame(synth, methods=("rollout",), residual=0.3)
+    expected = rollout_all_steps(synth, residual=0.3).values.mean(axis=2)  # [step, layer, token]
+    expected[..., ~synth.layout.valid] = np.nan
+    np.testing.assert_allclose(frame.scores["rollout"][:, :, 0], expected, rtol=1e-6, equal_nan=True)
+    assert not np.allclose(
+        np.nan_to_num(frame.scores["rollout"]), np.nan_to_num(report_frame(synth, methods=("rollout",)).scores["rollout"])
+    )
