@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowlens import FlowlensError, TokenGraph, make_capture, rollout
+from flowlens import FlowlensError, TokenGraph, rollout
+from flowlens.core import make_capture
 from flowlens.analysis.actions import (
     ActionAttention,
     action_attention,

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from flowlens import FlowlensError, make_capture
+from flowlens import FlowlensError
+from flowlens.core import make_capture
 from flowlens.analysis.head_grids import head_grids, head_image_grid, head_word_grid
 from flowlens.analysis.heads import head_stats
 from flowlens.testing import masked_softmax, synthetic_capture, toy_layout

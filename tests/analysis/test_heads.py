@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowlens import FlowlensError, TokenGraph, make_capture
+from flowlens import FlowlensError, TokenGraph
+from flowlens.core import make_capture
 from flowlens.analysis.head_roles import LN2, head_roles, head_similarity, js_divergence, pairwise_js
 from flowlens.analysis.head_rows import take_columns
 from flowlens.analysis.heads import group_sums, head_attention, head_stats, rank_heads, target_tokens

@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from flowlens import FlowlensError, TokenGraph, make_capture, rollout
+from flowlens import FlowlensError, TokenGraph, rollout
+from flowlens.core import make_capture
 from flowlens.analysis.actions import action_attention, action_rollout
 from flowlens.analysis.head_grids import head_grids, head_image_grid
 from flowlens.analysis.head_roles import LN2, head_roles, head_similarity
