@@ -117,6 +117,11 @@ class Rollout:
     layers: tuple[int, ...]
 
     @property
+    def query_tokens(self) -> np.ndarray:
+        """int64 [query]: layout token index of each query (as ``FlowResult.query_tokens``)."""
+        return self.graph.nodes[self.query_nodes]
+
+    @property
     def final(self) -> np.ndarray:
         """float64 [query, node]: rollout after the last layer (relevance of the inputs)."""
         return self.values[-1]

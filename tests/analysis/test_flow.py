@@ -287,7 +287,7 @@ def test_graph_entry_point_reads_attention_and_residual():
     ref = attention_flow(g.attention, query=[5], sources=[0, 1, 2], source_sets={"all": range(g.num_nodes)})
     np.testing.assert_allclose(res.values, ref.values, atol=1e-12)
     np.testing.assert_allclose(res.set_values["all"], 1.0, atol=1e-9)  # the query's unit, all sinks
-    assert res.query_rows.tolist() == [int(toks[5])] and res.sources.tolist() == toks[:3].tolist()
+    assert res.query_tokens.tolist() == [int(toks[5])] and res.sources.tolist() == toks[:3].tolist()
     kept = TokenGraph.from_attention(layout, joint, heads="keep", residual=0.0)
     res_k = flow(kept, toks[5])
     ref_k = attention_flow(kept.attention.astype(np.float64).mean(1), query=5, residual=None,
@@ -314,9 +314,9 @@ def test_flow_mirrors_rollout_query_forms():
     by_index = flow(g, [first])
     for other in (flow(g, "action:0"), flow(g, "a0"), flow(g, horizon=0)):
         np.testing.assert_array_equal(other.values, by_index.values)
-        assert other.query_rows.tolist() == [first]
-    assert flow(g).query_rows.tolist() == list(range(layout.actions.start, layout.actions.stop))
-    assert flow(g, "last").query_rows.tolist() == [layout.actions.stop - 1]
+        assert other.query_tokens.tolist() == [first]
+    assert flow(g).query_tokens.tolist() == list(range(layout.actions.start, layout.actions.stop))
+    assert flow(g, "last").query_tokens.tolist() == [layout.actions.stop - 1]
     with pytest.raises(FlowlensError, match="not both"):
         flow(g, [first], horizon=0)
     with pytest.raises(FlowlensError, match="Did you mean 'actions'"):

@@ -87,6 +87,7 @@ def test_rollout_query_names_resolve_on_the_layout():
     assert g.nodes[rollout(g, "a-1").query_nodes].tolist() == [act.stop - 1]
     assert g.nodes[rollout(g, "actions").query_nodes].tolist() == list(range(act.start, act.stop))
     np.testing.assert_array_equal(rollout(g, "last").values, rollout(g, [act.stop - 1]).values)
+    assert rollout(g, "last").query_tokens.tolist() == [act.stop - 1]
     with pytest.raises(FlowlensError, match=r"query 'action:99' out of range: the action chunk has"):
         rollout(g, "action:99")
     with pytest.raises(FlowlensError, match=r"query must be a query name .* or a non-empty list of token"):

@@ -51,7 +51,7 @@ class FlowResult:
       lower: float64 [query_row, source]: a feasible flow's value (never normalised).
       upper: float64 [query_row, source]: a cut's capacity in the unpruned graph; the exact
         max-flow lies in [lower, upper].
-      query_rows: int64 [query_row]: token index of each query.
+      query_tokens: int64 [query_row]: token index of each query (the name HeadStats uses).
       sources: int64 [source]: token index of each source column.
       set_values: name -> float64 [query_row]: flow from each query into each source set (unnormalised).
       set_upper: name -> float64 [query_row]: certified upper bound of each set value.
@@ -66,7 +66,7 @@ class FlowResult:
     values: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
-    query_rows: np.ndarray
+    query_tokens: np.ndarray
     sources: np.ndarray
     set_values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     set_upper: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -145,7 +145,7 @@ def _flow_from_capacities(C: np.ndarray, n: int, position: np.ndarray, *, query,
         if normalize:
             maps = _normalise_rows(maps)
     values = _normalise_rows(lower) if normalize else lower.copy()
-    return FlowResult(values=values, lower=lower, upper=upper, query_rows=q_tok, sources=src_tok,
+    return FlowResult(values=values, lower=lower, upper=upper, query_tokens=q_tok, sources=src_tok,
                       set_values=set_values, set_upper=set_upper, layers_out=layers, layer_maps=maps,
                       normalized=bool(normalize), prune=prune, residual=residual)
 
@@ -261,7 +261,7 @@ def flow(
       normalize, layers_out, prune, tol, workers: as in :func:`attention_flow`.
 
     Returns:
-      FlowResult with ``values`` float64 [query, source]; its ``query_rows`` / ``sources`` are layout
+      FlowResult with ``values`` float64 [query, source]; its ``query_tokens`` / ``sources`` are layout
       token indices.
     """
     if not isinstance(graph, TokenGraph):
