@@ -19,6 +19,7 @@ that needs them is first used.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from flowlens._lazy import lazy_getattr
 from flowlens.analysis.rollout import attention_rollout as attention_rollout
 from flowlens.analysis.rollout import rollout as rollout
 from flowlens.core.capture import Capture as Capture
@@ -37,15 +38,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'flowlens' has no attribute {name!r}")
-
+__getattr__ = lazy_getattr("flowlens", _LAZY, globals())
 
 try:
     __version__ = version("flowlens")

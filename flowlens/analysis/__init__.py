@@ -9,7 +9,7 @@ denoising steps). ``rollout`` and ``flow`` share their names with modules here: 
 from ``flowlens`` (or ``flowlens.analysis.rollout.rollout`` / ``flowlens.analysis.flow.flow``).
 """
 
-import importlib
+from flowlens._lazy import lazy_getattr
 
 _MODULES = {
     "flowlens.analysis.rollout": ("Rollout", "attention_rollout", "rollout_rows"),
@@ -27,12 +27,7 @@ _MODULES = {
 _HOME = {name: module for module, names in _MODULES.items() for name in names}
 
 
-def __getattr__(name: str):
-    if name in _HOME:
-        value = getattr(importlib.import_module(_HOME[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'flowlens.analysis' has no attribute {name!r}")
+__getattr__ = lazy_getattr("flowlens.analysis", _HOME, globals())
 
 
 def __dir__() -> list[str]:
