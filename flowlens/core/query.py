@@ -54,8 +54,8 @@ def _named_tokens(layout: TokenLayout, query: str) -> np.ndarray:
         if layout.state is None:
             raise FlowlensError(
                 f"query 'state' needs a state token, but this {layout.variant} layout has none "
-                "(Pi0.5 puts the "
-                "state into the prompt); use --query action:0 or --query actions."
+                "(Pi0.5 puts the state into the prompt); query 'action:0' or 'actions' instead "
+                "(--query action:0 on the command line)."
             )
         return layout.select(kind="state")
     if act is None:
