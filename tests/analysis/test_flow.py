@@ -321,6 +321,9 @@ def test_flow_mirrors_rollout_query_forms():
         flow(g, [first], horizon=0)
     with pytest.raises(FlowlensError, match="Did you mean 'actions'"):
         flow(g, "actons")
+    masked = int(np.flatnonzero(~layout.valid)[0])
+    with pytest.raises(FlowlensError, match=f"token {masked} .* is not a node of this graph: it is masked"):
+        flow(g, [masked])
     with pytest.raises(FlowlensError, match="graph must be a TokenGraph, got SimpleNamespace"):
         flow(types.SimpleNamespace(attention=g.attention, residual=0.5), [0])
 

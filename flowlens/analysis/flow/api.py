@@ -270,6 +270,7 @@ def flow(
             "TokenGraph.from_capture(capture) (or call attention_flow on an attention array)."
         )
     tokens = select_query(graph.layout, query, **select)
+    graph.node_index(tokens)  # masked / padding queries: the graph's own message
     att = graph.attention
     if att.ndim == 4:
         att = fuse_heads(_checks.check_attention(att, fused=False), "mean")
