@@ -113,7 +113,7 @@ def bench_networkx(layers: int, n: int, n_sources: int, algorithm: str, seed: in
     import networkx as nx
     from networkx.algorithms.flow import edmonds_karp, preflow_push
 
-    from flowlens.analysis.flow import attention_flow_fused, flow_capacities
+    from flowlens.analysis.flow import attention_flow, flow_capacities
 
     rng = np.random.default_rng(seed)
     a = rng.random((layers, n, n))
@@ -125,11 +125,11 @@ def bench_networkx(layers: int, n: int, n_sources: int, algorithm: str, seed: in
     g = nx_graph(C)
     ref = [nx.maximum_flow_value(g, (layers, q), (0, j), flow_func=func) for j in sources]
     t_nx = time.perf_counter() - t0
-    attention_flow_fused(a, query_rows=[q], sources=sources)  # warm (same shapes)
+    attention_flow(a, query=[q], sources=sources)  # warm (same shapes)
     reps = 5
     t0 = time.perf_counter()
     for _ in range(reps):
-        res = attention_flow_fused(a, query_rows=[q], sources=sources)
+        res = attention_flow(a, query=[q], sources=sources)
     t_fl = (time.perf_counter() - t0) / reps
     emit(bench="networkx", layers=layers, n=n, sources=len(sources), networkx_algorithm=algorithm,
          networkx_s=round(t_nx, 4), flowlens_s=round(t_fl, 5), speedup=round(t_nx / t_fl, 1),
@@ -138,7 +138,7 @@ def bench_networkx(layers: int, n: int, n_sources: int, algorithm: str, seed: in
 
 def bench_scipy(att: np.ndarray, kind: str, q: int, n_sources: int, n_total: int,
                 flowlens_total_s: float | None) -> None:
-    from flowlens.analysis.flow import attention_flow_fused, flow_capacities
+    from flowlens.analysis.flow import attention_flow, flow_capacities
 
     C = flow_capacities(att, fused=True)
     sources = np.linspace(0, N_PREFIX - 1, n_sources).astype(int).tolist()
@@ -148,7 +148,7 @@ def bench_scipy(att: np.ndarray, kind: str, q: int, n_sources: int, n_total: int
         vals.append(scipy_flow_per_source(C, q, j))
         times.append(time.perf_counter() - t0)
     per = float(np.mean(times))
-    ours = attention_flow_fused(att, query_rows=[q], sources=sources).values[0]
+    ours = attention_flow(att, query=[q], sources=sources).values[0]
     rec = dict(bench="scipy", kind=kind, layers=att.shape[0], n=att.shape[-1], sources_measured=n_sources,
                scipy_per_source_s=round(per, 3), scipy_all_sources_s_extrapolated=round(per * n_total, 1),
                extrapolated_to_sources=n_total,
@@ -161,10 +161,10 @@ def bench_scipy(att: np.ndarray, kind: str, q: int, n_sources: int, n_total: int
 
 def bench_target(att: np.ndarray, kind: str, q: int, sources: np.ndarray, scale: float | None = None
                  ) -> float:
-    from flowlens.analysis.flow import attention_flow_fused, flow_capacities
+    from flowlens.analysis.flow import attention_flow, flow_capacities
 
     c0, t0 = time.process_time(), time.perf_counter()
-    res = attention_flow_fused(att, query_rows=[q], sources=sources)
+    res = attention_flow(att, query=[q], sources=sources)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     v = res.values[0]
     C = flow_capacities(att, fused=True)

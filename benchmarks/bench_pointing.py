@@ -130,7 +130,7 @@ def maps_for(capture, step: int, flow_fn):
     out = {"raw": graph.to_tokens(raw_nodes)}
     out["rollout"] = rollout(graph, kind="action", all_layers=False).token_scores(reduce="mean")
     if flow_fn is not None:
-        res = flow_fn(graph, q)
+        res = flow_fn(graph, kind="action")  # sources: every node, in node order
         out["flow"] = graph.to_tokens(res.values.mean(axis=0))
     return out
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from flowlens.tasks.tabletop.render import GRIPPER_ID
 
     try:
-        from flowlens.analysis.flow import attention_flow_graph as flow_fn
+        from flowlens.analysis.flow import flow as flow_fn
     except ImportError:  # pragma: no cover - flow lands separately
         flow_fn = None
         print("flowlens.analysis.flow not available: reporting raw and rollout only", file=sys.stderr)

@@ -33,7 +33,7 @@ print(dict(zip(names, np.round(shares[names.index("actions")], 3))))
 # ## Rollout of the first action token, after every layer
 
 # %%
-result = flowlens.rollout(graph, horizon=0)
+result = flowlens.rollout(graph, "action:0")  # or token indices, or horizon=0
 scores = result.token_scores()  # [token], NaN at removed tokens
 words = flowlens.word_scores(scores, capture.layout)
 print("top words:", words.ranking()[:3], "sinks:", words.specials)
@@ -51,24 +51,25 @@ print("top-4 raw last-layer patches:",
 
 # %% [markdown]
 # ## Bring your own attention
-# `attention_rollout` takes `[layer, head, query, key]` from any model.
+# `attention_rollout` and `attention_flow` take `[layer, head, query, key]` (or head-fused
+# `[layer, query, key]` for flow) from any model; `query=` takes token indices.
 
 # %%
 from flowlens.testing import joint_attention, toy_layout
 
 layout = toy_layout()
 attention = joint_attention(layout, num_layers=4, num_heads=2)
-print(flowlens.attention_rollout(attention, query_rows=layout.actions.indices, valid=layout.valid).shape)
+print(flowlens.attention_rollout(attention, query=layout.actions.indices, valid=layout.valid).shape)
 
 # %% [markdown]
 # ## Attention flow (exact max-flow), from the first action token to every prefix token
-# Values come with certified lower / upper bounds; `source_sets` gives the flow from whole
-# groups (a camera, the prompt words) through a super-source.
+# `flow(graph, query, ...)` mirrors `rollout(graph, query, ...)`; sources and source sets are
+# layout token indices. Values come with certified lower / upper bounds; `source_sets` gives the
+# flow from whole groups (a camera, the prompt words) through a super-source.
 
 # %%
-prefix = graph.select(kind="image")
-flow = flowlens.attention_flow_graph(graph, graph.select(horizon=0), sources=prefix,
-                                     source_sets={name: graph.group_nodes()[name]
-                                                  for name in ("base_0_rgb", "words", "bos")})
+groups = capture.layout.groups()
+flow = flowlens.flow(graph, "action:0", sources=capture.layout.select(kind="image"),
+                     source_sets={name: groups[name] for name in ("base_0_rgb", "words", "bos")})
 print("max certified gap:", flow.max_gap, "group flows:",
       {k: round(float(v[0]), 3) for k, v in flow.set_values.items()})

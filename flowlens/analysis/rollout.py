@@ -15,7 +15,7 @@ full products (q·(L+1)/2 > n) flowlens switches to the full forward recursion (
 
     >>> import numpy as np
     >>> A = np.array([[[1.0, 0.0], [0.5, 0.5]]])            # 1 layer, 2 tokens
-    >>> attention_rollout(A[:, None], query_rows=[1])[0]     # 0.5·A + 0.5·I, row 1
+    >>> attention_rollout(A[:, None], query=[1])[0]          # 0.5·A + 0.5·I, row 1
     array([[0.25, 0.75]])
 """
 
@@ -27,7 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from flowlens.core.capture import check_probabilities
-from flowlens.core.graph import HEAD_FUSIONS, TokenGraph, fuse_heads
+from flowlens.core.graph import TokenGraph, check_heads, fuse_heads
+from flowlens.core.query import select_query
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
 
 
@@ -50,13 +51,13 @@ def _apply(v: np.ndarray, a_scaled: np.ndarray, d: np.ndarray, r: float) -> np.n
     return out
 
 
-def rollout_rows(attention: np.ndarray, query_rows: np.ndarray, *, residual: float = 0.5,
+def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 0.5,
                  all_layers: bool = True, precision: str = "float32") -> np.ndarray:
     """Core kernel on fused attention.
 
     Args:
       attention: [layer, node, node] fused attention (rows need not be normalised).
-      query_rows: int [query] node positions.
+      query: int [query] node positions of the query rows.
       residual: r in [0, 1].
       all_layers: return the rollout after every layer (else only after the last).
       precision: dtype of the chain's matrix products, "float32" (default; row normalisers are
@@ -69,8 +70,8 @@ def rollout_rows(attention: np.ndarray, query_rows: np.ndarray, *, residual: flo
         raise unknown_name_error("precision", precision, ("float32", "float64"))
     dt = np.dtype(precision).type
     num_layers, n, _ = attention.shape
-    q = len(query_rows)
-    rows = np.asarray(query_rows, dtype=np.int64)
+    q = len(query)
+    rows = np.asarray(query, dtype=np.int64)
     if not all_layers:
         v = np.zeros((q, n), dtype=dt)
         v[np.arange(q), rows] = 1.0
@@ -116,6 +117,11 @@ class Rollout:
     layers: tuple[int, ...]
 
     @property
+    def query_tokens(self) -> np.ndarray:
+        """int64 [query]: layout token index of each query (as ``FlowResult.query_tokens``)."""
+        return self.graph.nodes[self.query_nodes]
+
+    @property
     def final(self) -> np.ndarray:
         """float64 [query, node]: rollout after the last layer (relevance of the inputs)."""
         return self.values[-1]
@@ -132,13 +138,14 @@ class Rollout:
         return self.graph.to_tokens(vals)
 
 
-def rollout(graph: TokenGraph, query: np.ndarray | Sequence[int] | None = None, *, all_layers: bool = True,
-            precision: str = "float32", **select) -> Rollout:
+def rollout(graph: TokenGraph, query: str | Sequence[int] | np.ndarray | None = None, *,
+            all_layers: bool = True, precision: str = "float32", **select) -> Rollout:
     """Rollout of a TokenGraph for chosen query tokens.
 
     Args:
       graph: a TokenGraph (heads fused; "keep" graphs are rolled out per head via ``graph.fused``).
-      query: layout token indices of the queries; or give selection criteria as keywords
+      query: layout token indices of the queries, or a query name ("action:0", "actions", "last",
+        "state"; see ``flowlens.core.query``); or give selection criteria as keywords
         (``kind="action"``, ``horizon=0``, ``group="actions"`` ...). Default: all action tokens.
       all_layers: compute the rollout after every layer (default) or only after the last.
       precision: "float32" (default) or "float64" matrix products (see ``rollout_rows``).
@@ -147,13 +154,7 @@ def rollout(graph: TokenGraph, query: np.ndarray | Sequence[int] | None = None, 
     """
     if graph.keeps_heads:
         raise FlowlensError("rollout needs fused heads; build the graph with heads='mean' (or call graph.fused()).")
-    if query is None:
-        tokens = graph.layout.select(**select) if select else graph.layout.select(kind="action")
-    else:
-        if select:
-            raise FlowlensError("give either query token indices or selection keywords, not both.")
-        tokens = np.atleast_1d(np.asarray(query, dtype=np.int64))
-    nodes = graph.node_index(tokens)
+    nodes = graph.node_index(select_query(graph.layout, query, **select))
     values = rollout_rows(graph.attention, nodes, residual=graph.residual, all_layers=all_layers,
                           precision=precision)
     layers = graph.layers if all_layers else graph.layers[-1:]
@@ -163,9 +164,9 @@ def rollout(graph: TokenGraph, query: np.ndarray | Sequence[int] | None = None, 
 def attention_rollout(
     attention: np.ndarray,
     *,
-    head_fusion: str | int | Sequence[int] = "mean",
+    heads: str | int | Sequence[int] = "mean",
     residual: float | None = 0.5,
-    query_rows: Sequence[int] | np.ndarray | None = None,
+    query: int | Sequence[int] | np.ndarray | None = None,
     all_layers: bool = True,
     valid: np.ndarray | None = None,
     precision: str = "float32",
@@ -174,9 +175,10 @@ def attention_rollout(
 
     Args:
       attention: [layer, head, query, key] probabilities with query == key (a joint pass).
-      head_fusion: "mean" | "max" | "min" | a head index | a list of head indices.
+      heads: "mean" | "max" | "min" | a head index | a list of head indices.
       residual: r of ``rownorm((1 - r)·A + r·I)``; 0.5 as Abnar & Zuidema; None or 0 for none.
-      query_rows: rows to compute (default: all).
+      query: token indices of the rows to compute (default: all). Query names ("actions" ...) need
+        a layout: use ``rollout(TokenGraph.from_attention(layout, attention), "actions")``.
       all_layers: rollout after every layer (default) or only after the last.
       valid: optional bool [token]; invalid tokens' rows and columns are removed first (their
         output columns are 0). Query rows must be valid.
@@ -190,8 +192,7 @@ def attention_rollout(
             f"attention must be [layer, head, query, key] with query == key, got shape {attention.shape}. "
             "For cached passes (prefix + suffix), build a Capture and use TokenGraph.from_capture."
         )
-    if isinstance(head_fusion, str) and head_fusion not in HEAD_FUSIONS[:-1]:
-        raise unknown_name_error("head_fusion", head_fusion, HEAD_FUSIONS[:-1])
+    heads = check_heads(heads)
     r = 0.0 if residual is None else float(residual)
     if not 0.0 <= r <= 1.0:
         raise FlowlensError(f"residual must be in [0, 1] (0.5 in Abnar & Zuidema) or None, got {residual}.")
@@ -200,14 +201,19 @@ def attention_rollout(
     if keep.shape != (n,):
         raise FlowlensError(f"valid must be bool [{n}] (one flag per token), got shape {keep.shape}.")
     check_probabilities(attention, "attention", valid_rows=keep)
-    rows = np.arange(n) if query_rows is None else np.atleast_1d(np.asarray(query_rows, dtype=np.int64))
+    if isinstance(query, str):
+        raise FlowlensError(
+            f"query={query!r} is a query name, but attention_rollout has no token layout to resolve it; "
+            "pass token indices, or use rollout(TokenGraph.from_attention(layout, attention), query)."
+        )
+    rows = np.arange(n) if query is None else np.atleast_1d(np.asarray(query, dtype=np.int64))
     bad = rows[(rows < -n) | (rows >= n)]
     if bad.size:
         raise FlowlensError(f"query row {int(bad[0])} out of range: attention has {n} tokens (0–{n - 1}).")
     rows = rows % n
     if not keep[rows].all():
         raise FlowlensError(f"query row {int(rows[~keep[rows]][0])} is marked invalid in valid=...; drop it.")
-    fused = fuse_heads(attention.astype(np.float32, copy=False), head_fusion, axis=1)
+    fused = fuse_heads(attention.astype(np.float32, copy=False), heads, axis=1)
     idx = np.flatnonzero(keep)
     if idx.size != n:
         fused = fused[:, idx[:, None], idx[None, :]]

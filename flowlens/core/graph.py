@@ -27,7 +27,7 @@ import numpy as np
 
 from flowlens.core.capture import Capture, PassKind, resolve_layers
 from flowlens.core.layout import TokenLayout
-from flowlens.errors import FlowlensError, check_index, unknown_name_error
+from flowlens.errors import FlowlensError, check_index, did_you_mean, unknown_name_error
 
 HEAD_FUSIONS = ("mean", "max", "min", "keep")
 
@@ -64,6 +64,32 @@ def heads_label(heads) -> str:
     if isinstance(heads, (int, np.integer)):
         return f"head {int(heads)}"
     return f"heads {list(map(int, heads))}"
+
+
+def check_heads(heads, *, keep: bool = False):
+    """Check the form of a ``heads=`` argument (head ranges are checked where the heads are known).
+
+    Args:
+      heads: "mean" | "max" | "min" | a head index | a list of head indices (| "keep" when ``keep``).
+    Returns:
+      ``heads`` unchanged (an int or a list of ints for indices).
+    Raises:
+      FlowlensError: naming ``heads``, what it accepts and what it got.
+    """
+    names = HEAD_FUSIONS if keep else HEAD_FUSIONS[:-1]
+    if isinstance(heads, str) and heads in names:
+        return heads
+    if isinstance(heads, (int, np.integer)) and not isinstance(heads, bool):
+        return int(heads)
+    if not isinstance(heads, (str, bool)) and isinstance(heads, (Sequence, np.ndarray)):
+        items = list(np.asarray(heads).reshape(-1)) if isinstance(heads, np.ndarray) else list(heads)
+        if items and all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) for h in items):
+            return [int(h) for h in items]
+    expected = ", ".join(repr(n) for n in names)
+    hint = did_you_mean(heads, names) if isinstance(heads, str) else ""
+    raise FlowlensError(
+        f"heads={heads!r} not understood: expected {expected}, a head index or a list of heads.{hint}"
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -29,7 +29,7 @@ def rollout_strip(
     reduce: str = "mean",
     **kwargs,
 ):
-    """``layer_strip`` of a ``flowlens.Rollout``: rollout after every layer, queries by ``reduce``."""
+    """``layer_strip`` of a ``flowlens.analysis.Rollout``: rollout after every layer, queries by ``reduce``."""
     scores = np.stack([result.token_scores(layer, reduce=reduce) for layer in result.layers])
     graph = result.graph
     step = f" · step {graph.step}" if getattr(graph, "step", None) is not None else ""

@@ -109,20 +109,19 @@ def _flow_scores(graph: TokenGraph, tokens: np.ndarray, layers) -> np.ndarray:
     paper); returns float64 [len(layers), token].
     """
     try:
-        from flowlens.analysis.flow import attention_flow_graph
+        from flowlens.analysis.flow import flow
     except ImportError:
         raise FlowlensError(
             "--method flow needs flowlens.analysis.flow, which this installation does not have; use --method "
             "rollout or --method raw."
         ) from None
-    q = graph.node_index(tokens)
     out = []
     for layer in layers:
         pos = graph.layer_position(layer)
         sub = dataclasses.replace(graph, attention=graph.attention[: pos + 1], layers=graph.layers[: pos + 1])
-        res = attention_flow_graph(sub, q, normalize=True)
+        res = flow(sub, tokens, normalize=True)
         values = np.zeros(graph.num_nodes)
-        values[res.sources] = res.values.mean(axis=0)
+        values[graph.node_index(res.sources)] = res.values.mean(axis=0)
         out.append(graph.to_tokens(values))
     return np.stack(out)
 

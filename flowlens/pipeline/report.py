@@ -25,7 +25,7 @@ def flow_available() -> bool:
     try:
         from flowlens.analysis import flow
 
-        return hasattr(flow, "attention_flow_graph")
+        return hasattr(flow, "flow")
     except ImportError:
         return False
 

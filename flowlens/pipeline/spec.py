@@ -20,37 +20,18 @@ and the CLI ask for exactly the same thing:
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from flowlens.core.layout import TokenLayout
-from flowlens.errors import FlowlensError, did_you_mean, unknown_name_error
+from flowlens.core.query import parse_query as parse_query
+from flowlens.core.query import select_query
+from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.report.html import METHOD_LABELS
 
 METHODS = ("raw", "rollout", "flow")
-QUERY_FORMS = ("action:0", "action:<i>", "actions", "last", "state")
 VALUE_LABELS = {"raw": "attention mass", "rollout": "rollout relevance", "flow": "flow share"}
-_ACTION = re.compile(r"^(?:action|a):?(-?\d+)$")
-
-
-def parse_query(text: str) -> str:
-    """Normalise a query spelling: "action:3" / "a3" → "action:3"; "actions", "last", "state" as is.
-
-    Raises:
-      FlowlensError: anything else, listing the accepted forms.
-    """
-    q = str(text).strip().lower()
-    if q in ("actions", "last", "state"):
-        return q
-    if m := _ACTION.match(q):
-        return f"action:{int(m.group(1))}"
-    raise FlowlensError(
-        f"query={text!r} is not known; expected one of {list(QUERY_FORMS)} (e.g. 'action:0' for the first "
-        "action token, 'actions' for all of "
-        f"them).{did_you_mean(q, ('actions', 'last', 'state', 'action:0'))}"
-    )
 
 
 def parse_step(value: int | str | None) -> int | str:
@@ -175,29 +156,8 @@ class AnalysisSpec:
 
     # ---- query resolution -------------------------------------------------------------------
     def query_tokens(self, layout: TokenLayout) -> np.ndarray:
-        """Layout token indices of the query (int64 [query])."""
-        act = layout.actions
-        if self.query == "state":
-            if layout.state is None:
-                raise FlowlensError(
-                    f"query 'state' needs a state token, but this {layout.variant} layout has none "
-                    "(Pi0.5 puts the "
-                    "state into the prompt); use --query action:0 or --query actions."
-                )
-            return layout.select(kind="state")
-        if act is None:
-            raise FlowlensError(f"query {self.query!r} needs action tokens, but this layout has none.")
-        if self.query == "actions":
-            return layout.select(kind="action")
-        if self.query == "last":
-            return np.array([act.stop - 1], dtype=np.int64)
-        index = int(self.query.split(":")[1])
-        if not -act.size <= index < act.size:
-            raise FlowlensError(
-                f"query {self.query!r} out of range: the action chunk has {act.size} tokens "
-                f"(valid: action:0 … action:{act.size - 1})."
-            )
-        return np.array([act.start + index % act.size], dtype=np.int64)
+        """Layout token indices of the query (int64 [query]); see ``flowlens.core.query``."""
+        return select_query(layout, self.query)
 
     @property
     def query_label(self) -> str:

@@ -14,3 +14,5 @@ from flowlens.projection.image import (
 )
 from flowlens.projection.text import WordScores as WordScores
 from flowlens.projection.text import word_scores as word_scores
+
+__all__ = ["WordScores", "camera_segment", "frame_heatmap", "model_heatmap", "patch_grid", "word_scores"]

@@ -5,13 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowlens import FlowlensError, TokenGraph, make_capture, rollout
+from flowlens import FlowlensError, TokenGraph, rollout
 from flowlens.analysis.actions import (
     ActionAttention,
     action_attention,
     action_rollout,
     summarize_actions,
 )
+from flowlens.core import make_capture
 from flowlens.testing import masked_softmax, synthetic_capture, toy_layout
 
 LAYOUT = toy_layout()  # state 16, actions 17-19, prefix 0-15 (valid: 0-3, 8-13)

@@ -17,12 +17,13 @@ from flow_oracle import oracle_flow, oracle_matrix, oracle_set_flow  # noqa: E40
 from flowlens.analysis.flow import (  # noqa: E402
     FlowResult,
     attention_flow,
-    attention_flow_fused,
-    attention_flow_graph,
+    flow,
     flow_capacities,
     max_flows,
 )
+from flowlens.core.graph import TokenGraph  # noqa: E402
 from flowlens.errors import FlowlensError  # noqa: E402
+from flowlens.testing.synthetic import joint_attention, toy_layout  # noqa: E402
 
 ATOL = 1e-6
 
@@ -56,7 +57,7 @@ def _block_causal(n_prefix, n_state, n_act):
 
 def test_uniform_three_tokens_literal():
     # Â = 2/3 on the diagonal, 1/6 off it; to a different source each middle token passes 1/6.
-    res = attention_flow(np.full((2, 1, 3, 3), 1 / 3), query_rows=[0])
+    res = attention_flow(np.full((2, 1, 3, 3), 1 / 3), query=[0])
     np.testing.assert_allclose(res.values, [[1.0, 0.5, 0.5]], atol=1e-12)
     assert isinstance(res, FlowResult)
     assert res.values.dtype == np.float64
@@ -70,7 +71,7 @@ def test_hand_built_min_cut():
     att = np.zeros((2, 2, 2))
     att[0] = [[0.2, 0.8], [0.9, 0.1]]
     att[1] = [[0.7, 0.3], [0.5, 0.5]]
-    res = attention_flow_fused(att, query_rows=0, residual=None, sources=[0, 1])
+    res = attention_flow(att, query=0, residual=None, sources=[0, 1])
     # source 1: 0->0->1 min(0.7, 0.8) = 0.7, 0->1->1 min(0.3, 0.1) = 0.1 → 0.8
     np.testing.assert_allclose(res.values, [[0.5, 0.8]], atol=1e-12)
     assert oracle_flow(att, 0, 0) == pytest.approx(0.5)
@@ -80,7 +81,7 @@ def test_source_without_path_is_zero():
     # tokens {0, 1} never attend to {2, 3}: no path from query 0 to source 2.
     block = np.kron(np.eye(2), np.ones((2, 2)))
     att = np.broadcast_to(block / 2, (3, 4, 4)).copy()
-    res = attention_flow_fused(att, query_rows=[0, 3], residual=0.5)
+    res = attention_flow(att, query=[0, 3], residual=0.5)
     np.testing.assert_allclose(res.values[0, 2:], 0.0, atol=0)
     np.testing.assert_allclose(res.values[1, :2], 0.0, atol=0)
     np.testing.assert_array_equal(res.upper[0, 2:], 0.0)
@@ -88,7 +89,7 @@ def test_source_without_path_is_zero():
 
 def test_flow_bounded_by_query_and_source_column(rng):
     a = _random_attention(rng, 4, 2, 9, kind="peaked")
-    res = attention_flow(a, query_rows=[0, 4, 8])
+    res = attention_flow(a, query=[0, 4, 8])
     C = flow_capacities(a)
     bound = np.minimum(1.0, C[0].sum(axis=0))
     assert (res.values <= bound[None, :] + 1e-12).all()
@@ -115,7 +116,7 @@ ORACLE_CASES = [
 def test_matches_networkx(rng, layers, heads, n, kind, density, residual):
     a = _random_attention(rng, layers, heads, n, kind=kind, density=density)
     queries = [0, n - 1]
-    res = attention_flow(a, query_rows=queries, residual=residual)
+    res = attention_flow(a, query=queries, residual=residual)
     C = flow_capacities(a, residual=residual)
     ref = oracle_matrix(C, queries)
     np.testing.assert_allclose(res.values, ref, atol=ATOL, rtol=0)
@@ -123,18 +124,18 @@ def test_matches_networkx(rng, layers, heads, n, kind, density, residual):
     assert res.max_gap < 1e-9
 
 
-@pytest.mark.parametrize("head_fusion", ["mean", "max", "min", 1])
-def test_head_fusions_match_networkx(rng, head_fusion):
+@pytest.mark.parametrize("heads", ["mean", "max", "min", 1])
+def test_headss_match_networkx(rng, heads):
     a = _random_attention(rng, 3, 3, 6, kind="peaked")
-    res = attention_flow(a, query_rows=[2], head_fusion=head_fusion)
-    C = flow_capacities(a, head_fusion=head_fusion)
+    res = attention_flow(a, query=[2], heads=heads)
+    C = flow_capacities(a, heads=heads)
     np.testing.assert_allclose(res.values, oracle_matrix(C, [2]), atol=ATOL)
 
 
 def test_block_causal_layout_matches_networkx(rng):
     block = _block_causal(8, 1, 3)
     a = _random_attention(rng, 5, 2, 12, kind="peaked", block=block)
-    res = attention_flow(a, query_rows=[9, 11, 3])
+    res = attention_flow(a, query=[9, 11, 3])
     C = flow_capacities(a)
     np.testing.assert_allclose(res.values, oracle_matrix(C, [9, 11, 3]), atol=ATOL)
     # a prefix query never reaches the state/action tokens
@@ -144,7 +145,7 @@ def test_block_causal_layout_matches_networkx(rng):
 def test_source_sets_match_networkx(rng):
     a = _random_attention(rng, 4, 2, 10, kind="peaked", density=0.6)
     sets = {"first": [0, 1, 2], "odd": np.arange(1, 10, 2), "one": [7]}
-    res = attention_flow(a, query_rows=[9, 4], source_sets=sets)
+    res = attention_flow(a, query=[9, 4], source_sets=sets)
     C = flow_capacities(a)
     for name, idx in sets.items():
         ref = [oracle_set_flow(C, q, idx) for q in (9, 4)]
@@ -157,7 +158,7 @@ def test_source_sets_match_networkx(rng):
 
 def test_layer_maps_match_networkx(rng):
     a = _random_attention(rng, 5, 1, 7, kind="peaked", density=0.7)
-    res = attention_flow(a, query_rows=[6], layers_out="all")
+    res = attention_flow(a, query=[6], layers_out="all")
     C = flow_capacities(a)
     assert res.layers_out == (0, 1, 2, 3, 4)
     assert res.layer_maps.shape == (5, 1, 7)
@@ -198,7 +199,7 @@ def test_property_matches_networkx(layers, n, seed, density, residual):
     rng = np.random.default_rng(seed)
     a = _random_attention(rng, layers, 1, n, kind="peaked", density=density)
     q = int(rng.integers(n))
-    res = attention_flow(a, query_rows=[q], residual=residual, workers=1)
+    res = attention_flow(a, query=[q], residual=residual, workers=1)
     C = flow_capacities(a, residual=residual)
     np.testing.assert_allclose(res.values, oracle_matrix(C, [q]), atol=ATOL)
     assert (res.values <= np.minimum(C[-1][q].sum(), C[0].sum(0)) + 1e-12).all()
@@ -208,7 +209,7 @@ def test_property_matches_networkx(layers, n, seed, density, residual):
 
 def test_normalize_rows_sum_to_one(rng):
     a = _random_attention(rng, 3, 2, 6)
-    res = attention_flow(a, query_rows=[0, 5], normalize=True, layers_out=[1])
+    res = attention_flow(a, query=[0, 5], normalize=True, layers_out=[1])
     np.testing.assert_allclose(res.values.sum(1), 1.0, atol=1e-12)
     np.testing.assert_allclose(res.layer_maps.sum(-1), 1.0, atol=1e-12)
     np.testing.assert_allclose(res.values, res.lower / res.lower.sum(1, keepdims=True), atol=1e-15)
@@ -217,8 +218,8 @@ def test_normalize_rows_sum_to_one(rng):
 def test_permuting_tokens_permutes_values(rng):
     a = _random_attention(rng, 3, 2, 7, kind="peaked")
     perm = rng.permutation(7)
-    res = attention_flow(a, query_rows=[2])
-    res_p = attention_flow(a[:, :, perm][:, :, :, perm], query_rows=[int(np.argmax(perm == 2))])
+    res = attention_flow(a, query=[2])
+    res_p = attention_flow(a[:, :, perm][:, :, :, perm], query=[int(np.argmax(perm == 2))])
     np.testing.assert_allclose(res_p.values[0], res.values[0, perm], atol=1e-9)
 
 
@@ -226,27 +227,27 @@ def test_valid_mask_removes_tokens(rng):
     a = _random_attention(rng, 3, 2, 8)
     valid = np.ones(8, bool)
     valid[[1, 5]] = False
-    res = attention_flow(a, query_rows=[7], valid=valid)
+    res = attention_flow(a, query=[7], valid=valid)
     keep = np.flatnonzero(valid)
-    ref = attention_flow(a[:, :, keep][:, :, :, keep], query_rows=[5])
+    ref = attention_flow(a[:, :, keep][:, :, :, keep], query=[5])
     np.testing.assert_array_equal(res.sources, keep)
     np.testing.assert_allclose(res.values, ref.values, atol=1e-12)
     with pytest.raises(FlowlensError, match="valid= marks invalid"):
-        attention_flow(a, query_rows=[1], valid=valid)
+        attention_flow(a, query=[1], valid=valid)
 
 
 def test_sources_subset_and_order(rng):
     a = _random_attention(rng, 3, 1, 6)
-    full = attention_flow(a, query_rows=[0])
-    sub = attention_flow(a, query_rows=[0], sources=[4, -1, 0])
+    full = attention_flow(a, query=[0])
+    sub = attention_flow(a, query=[0], sources=[4, -1, 0])
     np.testing.assert_array_equal(sub.sources, [4, 5, 0])
     np.testing.assert_allclose(sub.values[0], full.values[0, [4, 5, 0]], atol=1e-12)
 
 
 def test_workers_do_not_change_values(rng):
     a = _random_attention(rng, 4, 1, 12, kind="peaked")
-    one = attention_flow(a, query_rows=[3, 11], workers=1)
-    two = attention_flow(a, query_rows=[3, 11], workers=2)
+    one = attention_flow(a, query=[3, 11], workers=1)
+    two = attention_flow(a, query=[3, 11], workers=2)
     np.testing.assert_array_equal(one.values, two.values)
 
 
@@ -263,54 +264,83 @@ def test_touched_list_overflow_falls_back_to_full_reset(rng):
 
 def test_single_layer_is_the_attention_row(rng):
     a = _random_attention(rng, 1, 2, 5)
-    res = attention_flow(a, query_rows=[3])
+    res = attention_flow(a, query=[3])
     np.testing.assert_allclose(res.values[0], flow_capacities(a)[0, 3], atol=1e-15)
 
 
 def test_prune_brackets_the_exact_value(rng):
     a = _random_attention(rng, 4, 1, 12, kind="peaked")
-    exact = attention_flow(a, query_rows=[11])
-    pruned = attention_flow(a, query_rows=[11], prune=0.5)
+    exact = attention_flow(a, query=[11])
+    pruned = attention_flow(a, query=[11], prune=0.5)
     assert pruned.prune == 0.5
     assert (pruned.lower <= exact.values + 1e-12).all()
     assert (pruned.upper >= exact.values - 1e-12).all()
     assert exact.max_gap < 1e-10 < pruned.max_gap
 
 
-def test_graph_entry_point_reads_attention_and_residual(rng):
-    a = _random_attention(rng, 3, 2, 6, kind="peaked").astype(np.float32)
-    fused = a.mean(axis=1)
-    g = types.SimpleNamespace(attention=fused, residual=0.5)
-    res = attention_flow_graph(g, [5], sources=[0, 1, 2], source_sets={"all": np.arange(6)})
-    ref = attention_flow_fused(fused, query_rows=[5], sources=[0, 1, 2], source_sets={"all": range(6)})
+def test_graph_entry_point_reads_attention_and_residual():
+    layout = toy_layout()
+    joint = joint_attention(layout, num_layers=3, num_heads=2)
+    g = TokenGraph.from_attention(layout, joint, residual=0.5)
+    toks = g.nodes
+    res = flow(g, toks[5], sources=toks[:3], source_sets={"all": toks})
+    ref = attention_flow(g.attention, query=[5], sources=[0, 1, 2], source_sets={"all": range(g.num_nodes)})
     np.testing.assert_allclose(res.values, ref.values, atol=1e-12)
     np.testing.assert_allclose(res.set_values["all"], 1.0, atol=1e-9)  # the query's unit, all sinks
-    kept = types.SimpleNamespace(attention=a, residual=0.0)
-    res_k = attention_flow_graph(kept, 5)
-    ref_k = attention_flow_fused(a.astype(np.float64).mean(1), query_rows=5, residual=None,
-                                 renormalize=True)
+    assert res.query_tokens.tolist() == [int(toks[5])] and res.sources.tolist() == toks[:3].tolist()
+    kept = TokenGraph.from_attention(layout, joint, heads="keep", residual=0.0)
+    res_k = flow(kept, toks[5])
+    ref_k = attention_flow(kept.attention.astype(np.float64).mean(1), query=5, residual=None,
+                           renormalize=True)
     np.testing.assert_allclose(res_k.values, ref_k.values, atol=1e-6)
 
 
 def test_token_graph_matches_token_level_call():
-    graph_mod = pytest.importorskip("flowlens.core.graph")
-    synthetic = pytest.importorskip("flowlens.testing.synthetic")
-    layout = synthetic.toy_layout()
-    joint = synthetic.joint_attention(layout, num_layers=4, num_heads=2)
-    g = graph_mod.TokenGraph.from_attention(layout, joint, residual=0.5)
-    acts, base = g.select(kind="action"), g.select(camera="base_0_rgb")
-    res = attention_flow_graph(g, acts, source_sets={"base": base})
-    ref = attention_flow(joint, query_rows=g.nodes[acts], valid=layout.valid,
-                         source_sets={"base": g.nodes[base]})
+    layout = toy_layout()
+    joint = joint_attention(layout, num_layers=4, num_heads=2)
+    g = TokenGraph.from_attention(layout, joint, residual=0.5)
+    acts, base = layout.select(kind="action"), layout.select(camera="base_0_rgb")
+    res = flow(g, acts, source_sets={"base": base})
+    ref = attention_flow(joint, query=acts, valid=layout.valid, source_sets={"base": base})
     np.testing.assert_allclose(res.values, ref.values, atol=1e-6)  # graph stores float32 attention
     np.testing.assert_allclose(res.set_values["base"], ref.set_values["base"], atol=1e-6)
+    np.testing.assert_array_equal(res.sources, np.flatnonzero(layout.valid))
+
+
+def test_flow_mirrors_rollout_query_forms():
+    layout = toy_layout()
+    g = TokenGraph.from_attention(layout, joint_attention(layout, num_layers=2, num_heads=2))
+    first = layout.actions.start
+    by_index = flow(g, [first])
+    for other in (flow(g, "action:0"), flow(g, "a0"), flow(g, horizon=0)):
+        np.testing.assert_array_equal(other.values, by_index.values)
+        assert other.query_tokens.tolist() == [first]
+    assert flow(g).query_tokens.tolist() == list(range(layout.actions.start, layout.actions.stop))
+    assert flow(g, "last").query_tokens.tolist() == [layout.actions.stop - 1]
+    with pytest.raises(FlowlensError, match="not both"):
+        flow(g, [first], horizon=0)
+    with pytest.raises(FlowlensError, match="Did you mean 'actions'"):
+        flow(g, "actons")
+    masked = int(np.flatnonzero(~layout.valid)[0])
+    with pytest.raises(FlowlensError, match=f"token {masked} .* is not a node of this graph: it is masked"):
+        flow(g, [masked])
+    with pytest.raises(FlowlensError, match="graph must be a TokenGraph, got SimpleNamespace"):
+        flow(types.SimpleNamespace(attention=g.attention, residual=0.5), [0])
+
+
+def test_fused_and_single_head_attention_agree(rng):
+    a = _random_attention(rng, 3, 1, 5, kind="peaked")
+    fused = attention_flow(a[:, 0], query=[4, 1])
+    per_head = attention_flow(a, query=[4, 1])
+    np.testing.assert_array_equal(fused.values, per_head.values)
+    np.testing.assert_array_equal(fused.upper, per_head.upper)
 
 
 def test_accepts_jax_arrays(rng):
     jnp = pytest.importorskip("jax.numpy")
     a = _random_attention(rng, 2, 1, 4).astype(np.float32)
-    res = attention_flow(jnp.asarray(a), query_rows=0)
-    np.testing.assert_allclose(res.values, attention_flow(a, query_rows=0).values, atol=1e-12)
+    res = attention_flow(jnp.asarray(a), query=0)
+    np.testing.assert_allclose(res.values, attention_flow(a, query=0).values, atol=1e-12)
 
 
 # ---- errors -------------------------------------------------------------------------------------
@@ -318,16 +348,23 @@ def test_accepts_jax_arrays(rng):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"attention": np.ones((2, 3, 3))}, r"\(layer, head, query, key\).*attention_flow_fused"),
+        ({"attention": np.ones((3, 3))}, r"attention must be \[layer, head, query, key\] or, heads already "
+                                          r"fused, \[layer, query, key\]; got shape \(3, 3\)"),
         ({"attention": np.ones((2, 1, 3, 4))}, r"query == key"),
         ({"attention": np.full((2, 1, 3, 3), np.nan)}, r"finite"),
         ({"attention": -np.ones((2, 1, 3, 3))}, r"non-negative"),
-        ({"query_rows": [3]}, r"query_rows 3 out of range.*3 tokens"),
-        ({"query_rows": None}, r"query_rows is required"),
+        ({"query": [3]}, r"query 3 out of range.*3 tokens"),
+        ({"query": None}, r"query is required"),
+        ({"query": "actions"}, r"query='actions' is a query name, but attention_flow has no token layout"),
         ({"sources": [0, 9]}, r"sources 9 out of range"),
         ({"residual": 1.5}, r"residual must be in \[0, 1\]"),
-        ({"head_fusion": "mena"}, r"Did you mean 'mean'"),
-        ({"head_fusion": 4}, r"head_fusion=4 is out of range"),
+        ({"heads": "mena"}, r"Did you mean 'mean'"),
+        ({"heads": 4}, r"heads=4 is out of range"),
+        ({"heads": "avg"}, r"heads='avg' not understood: expected 'mean', 'max', 'min', a head index or a "
+                           r"list of heads\."),
+        ({"heads": [0, 1]}, r"heads=\[0, 1\]: attention flow fuses heads by 'mean', 'max', 'min' or one"),
+        ({"attention": np.full((2, 3, 3), 1 / 3), "heads": "max"},
+         r"heads='max' was given, but attention is \[layer, query, key\] \(heads already fused\)"),
         ({"valid": np.ones(4, bool)}, r"valid must be a bool array of shape \(3,\)"),
         ({"layers_out": [2]}, r"layers_out 2 out of range"),
         ({"layers_out": "every"}, r"layers_out must be 'all'"),
@@ -336,12 +373,12 @@ def test_accepts_jax_arrays(rng):
         ({"prune": 2.0}, r"prune must be None or in \(0, 1\)"),
         ({"workers": 0}, r"workers must be a positive int"),
     ],
-    ids=["fused-input", "not-square", "nan", "negative", "row-range", "no-rows", "source-range",
-         "residual", "fusion-name", "fusion-index", "valid-shape", "layers-range", "layers-name",
-         "empty-set", "tol", "prune", "workers"],
+    ids=["rank", "not-square", "nan", "negative", "row-range", "no-rows", "query-name", "source-range",
+         "residual", "fusion-name", "fusion-index", "fusion-unknown", "fusion-list", "fused-heads",
+         "valid-shape", "layers-range", "layers-name", "empty-set", "tol", "prune", "workers"],
 )
 def test_errors_name_the_argument(kwargs, match):
-    args = {"attention": np.full((2, 1, 3, 3), 1 / 3), "query_rows": [0]}
+    args = {"attention": np.full((2, 1, 3, 3), 1 / 3), "query": [0]}
     args.update(kwargs)
     attention = args.pop("attention")
     with pytest.raises(FlowlensError, match=match):
@@ -363,7 +400,7 @@ def test_pi0_scale_few_sources_certified():
         e = np.exp(z - z.max(1, keepdims=True))
         att[layer] = e / e.sum(1, keepdims=True)
     sources = [0, 1, 300, 815]
-    res = attention_flow_fused(att, query_rows=[840], sources=sources,
+    res = attention_flow(att, query=[840], sources=sources,
                                source_sets={"prefix": np.arange(n_prefix)})
     C = flow_capacities(att, fused=True)
     bound = np.minimum(1.0, C[0][:, sources].sum(0))

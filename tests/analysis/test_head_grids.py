@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from flowlens import FlowlensError, make_capture
+from flowlens import FlowlensError
 from flowlens.analysis.head_grids import head_grids, head_image_grid, head_word_grid
 from flowlens.analysis.heads import head_stats
+from flowlens.core import make_capture
 from flowlens.testing import masked_softmax, synthetic_capture, toy_layout
 
 LAYOUT = toy_layout()  # base_0_rgb 0-3 (2×2), left wrist masked, bos 8, words 9-12, newline 13, actions 17-19

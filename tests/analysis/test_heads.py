@@ -5,10 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowlens import FlowlensError, TokenGraph, make_capture
+from flowlens import FlowlensError, TokenGraph
 from flowlens.analysis.head_roles import LN2, head_roles, head_similarity, js_divergence, pairwise_js
 from flowlens.analysis.rows import take_columns
 from flowlens.analysis.heads import group_sums, head_attention, head_stats, rank_heads, target_tokens
+from flowlens.core import make_capture
 from flowlens.testing import masked_softmax, synthetic_capture, toy_layout
 
 # toy layout (n = 20, prefix 16): base_0_rgb 0-3 (2×2), left_wrist 4-7 (masked), bos 8,
@@ -238,3 +239,14 @@ def test_run_based_kernels_match_fancy_indexing(keep, seed):
     ind[np.flatnonzero(labels >= 0), labels[labels >= 0]] = 1.0
     flat = arr.reshape(-1, len(keep))
     np.testing.assert_allclose(group_sums(flat, ind), flat.astype(np.float64) @ ind, rtol=1e-6, atol=1e-6)
+
+
+def test_query_names_select_like_token_indices():
+    cap = synthetic_capture("toy", num_layers=2, num_heads=2, num_steps=1)
+    act = cap.layout.actions
+    by_name, by_index = head_stats(cap, query="action:1"), head_stats(cap, query=[act.start + 1])
+    assert by_name.query_tokens.tolist() == [act.start + 1]
+    np.testing.assert_array_equal(by_name.group_mass, by_index.group_mass)
+    assert head_stats(cap, query="actions").query_tokens.tolist() == list(range(act.start, act.stop))
+    with pytest.raises(FlowlensError, match="Did you mean 'actions'"):
+        head_stats(cap, query="actons")

@@ -20,8 +20,8 @@ def test_hand_worked_two_layer_rollout():
     out = attention_rollout(A_HAND)
     np.testing.assert_allclose(out[0], [[1, 0, 0], [0.25, 0.75, 0], [0, 0.25, 0.75]])
     np.testing.assert_allclose(out[1], [[1, 0, 0], [0.625, 0.375, 0], [0.25, 0.1875, 0.5625]])
-    np.testing.assert_allclose(attention_rollout(A_HAND, query_rows=[2])[:, 0], out[:, 2])
-    last = attention_rollout(A_HAND, query_rows=[2, 1], all_layers=False)
+    np.testing.assert_allclose(attention_rollout(A_HAND, query=[2])[:, 0], out[:, 2])
+    last = attention_rollout(A_HAND, query=[2, 1], all_layers=False)
     np.testing.assert_allclose(last[0], [[0.25, 0.1875, 0.5625], [0.625, 0.375, 0]])
 
 
@@ -49,11 +49,11 @@ def test_rows_match_full_product_oracle(rows, residual, rng):
     a = rng.random((6, 3, 20, 20))
     a /= a.sum(-1, keepdims=True)
     expected = naive_rollout(a, residual)
-    got = attention_rollout(a, query_rows=rows, residual=residual)
+    got = attention_rollout(a, query=rows, residual=residual)
     sel = slice(None) if rows is None else rows
     # attention is held in float32 (as captured); the chain itself runs in float64
     np.testing.assert_allclose(got, expected[:, sel], atol=1e-7)
-    last = attention_rollout(a, query_rows=rows, residual=residual, all_layers=False)
+    last = attention_rollout(a, query=rows, residual=residual, all_layers=False)
     np.testing.assert_allclose(last[0], expected[-1, sel], atol=1e-7)
 
 
@@ -80,11 +80,25 @@ def test_rollout_selection_keywords():
         r.token_scores(9)
 
 
+def test_rollout_query_names_resolve_on_the_layout():
+    g = TokenGraph.from_capture(synthetic_capture("toy", num_layers=2, num_heads=1, num_steps=1))
+    act = g.layout.actions
+    assert g.nodes[rollout(g, "action:0").query_nodes].tolist() == [act.start]
+    assert g.nodes[rollout(g, "a-1").query_nodes].tolist() == [act.stop - 1]
+    assert g.nodes[rollout(g, "actions").query_nodes].tolist() == list(range(act.start, act.stop))
+    np.testing.assert_array_equal(rollout(g, "last").values, rollout(g, [act.stop - 1]).values)
+    assert rollout(g, "last").query_tokens.tolist() == [act.stop - 1]
+    with pytest.raises(FlowlensError, match=r"query 'action:99' out of range: the action chunk has"):
+        rollout(g, "action:99")
+    with pytest.raises(FlowlensError, match=r"query must be a query name .* or a non-empty list of token"):
+        rollout(g, [])
+
+
 def test_valid_mask_removes_garbage_rows_and_columns():
     lay = toy_layout()
     joint = joint_attention(lay, num_layers=3, num_heads=2)
     q = lay.actions.indices
-    arr = attention_rollout(joint, query_rows=q, valid=lay.valid)
+    arr = attention_rollout(joint, query=q, valid=lay.valid)
     g = TokenGraph.from_attention(lay, joint)
     np.testing.assert_allclose(arr[..., lay.valid], rollout(g).values, atol=1e-9)
     assert (arr[..., ~lay.valid] == 0).all()
@@ -103,16 +117,19 @@ def test_rows_stay_stochastic_and_permutation_equivariant(seed, residual):
     permuted = attention_rollout(a[:, :, perm][:, :, :, perm], residual=residual, precision="float64")
     np.testing.assert_allclose(permuted, out[:, perm][:, :, perm], atol=1e-10)
     rows = rng.choice(n, size=3, replace=False)
-    np.testing.assert_allclose(attention_rollout(a, residual=residual, query_rows=rows), out[:, rows], atol=1e-6)
+    np.testing.assert_allclose(attention_rollout(a, residual=residual, query=rows), out[:, rows], atol=1e-6)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"attention": np.ones((2, 3, 3))}, r"\[layer, head, query, key\] with query == key, got shape \(2, 3, 3\)"),
     ({"attention": np.ones((1, 1, 3, 4)) / 4}, "query == key"),
-    ({"head_fusion": "avg"}, "Did you mean 'max'|expected one of"),
+    ({"heads": "mena"}, r"heads='mena' not understood.* Did you mean 'mean'\?"),
+    ({"heads": "avg"}, r"heads='avg' not understood: expected 'mean', 'max', 'min', a head index or a list of heads"),
+    ({"heads": [0, "x"]}, r"heads=\[0, 'x'\] not understood"),
+    ({"query": "actions"}, r"query='actions' is a query name, but attention_rollout has no token layout"),
     ({"residual": 1.5}, r"residual must be in \[0, 1\]"),
-    ({"query_rows": [3]}, r"query row 3 out of range: attention has 3 tokens \(0–2\)"),
-    ({"head_fusion": 4}, r"head 4 out of range: this capture has 1 heads \(0–0\)"),
+    ({"query": [3]}, r"query row 3 out of range: attention has 3 tokens \(0–2\)"),
+    ({"heads": 4}, r"head 4 out of range: this capture has 1 heads \(0–0\)"),
 ])
 def test_bad_input_errors(kwargs, message):
     kwargs = {"attention": A_HAND, **kwargs}

@@ -8,7 +8,8 @@ are kept below as oracles, copied from commit 71812f7, and compared with their r
 import numpy as np
 import pytest
 
-from flowlens import FlowlensError, make_capture
+from flowlens import FlowlensError
+from flowlens.core import make_capture
 from flowlens.analysis.rollout import rollout
 from flowlens.analysis.rows import head_attention, read_rows
 from flowlens.core.graph import TokenGraph, fuse_heads

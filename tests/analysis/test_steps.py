@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from flowlens import FlowlensError, TokenGraph, make_capture, rollout
+from flowlens import FlowlensError, TokenGraph, rollout
 from flowlens.analysis.actions import action_attention, action_rollout
 from flowlens.analysis.head_grids import head_grids, head_image_grid
 from flowlens.analysis.head_roles import LN2, head_roles, head_similarity
@@ -18,6 +18,7 @@ from flowlens.analysis.steps import (
     step_evolution,
     step_report,
 )
+from flowlens.core import make_capture
 from flowlens.testing import synthetic_capture, toy_layout
 
 CAP = synthetic_capture("toy", num_layers=4, num_heads=3, num_steps=4, seed=11)

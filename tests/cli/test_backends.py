@@ -80,3 +80,21 @@ def test_pi05_synthetic_has_no_state_token():
     assert cap.layout.state is None and cap.layout.actions.size == 10
     with pytest.raises(FlowlensError, match="state"):
         AnalysisSpec(query="state").query_tokens(cap.layout)
+
+
+def test_flow_method_scores_are_the_flow_of_the_query_through_each_layer():
+    import dataclasses
+
+    from flowlens import TokenGraph, flow
+    from flowlens.pipeline.analyze import analyze_capture
+    from flowlens.testing import synthetic_capture
+
+    cap = synthetic_capture("toy", num_layers=3, num_heads=2, num_steps=1)
+    result = analyze_capture(cap, AnalysisSpec(method="flow", query="action:0", layers=(0, 2)))
+    g = TokenGraph.from_capture(cap, 0)
+    first = dataclasses.replace(g, attention=g.attention[:1], layers=g.layers[:1])
+    for layer, graph in ((0, first), (2, g)):
+        expected = g.to_tokens(flow(graph, "action:0", normalize=True).values[0])
+        np.testing.assert_array_equal(result.scores_at(layer), expected)
+        assert np.nansum(result.scores_at(layer)) == pytest.approx(1.0)
+        assert np.isnan(result.scores_at(layer)[~cap.layout.valid]).all()

@@ -3,7 +3,8 @@ import warnings
 import numpy as np
 import pytest
 
-from flowlens import AttentionPass, Capture, FlowlensError, PassKind, make_capture
+from flowlens import Capture, FlowlensError
+from flowlens.core import AttentionPass, PassKind, make_capture
 from flowlens.testing import synthetic_capture, toy_layout
 
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from flowlens import FlowlensError, TokenKind, pi0_layout, pi05_layout
+from flowlens import FlowlensError
+from flowlens.core import TokenKind, pi0_layout, pi05_layout
 from flowlens.core.frame import FrameTransform
 from flowlens.core.layout import TextSegment, TokenLayout
 from flowlens.testing import toy_layout

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from flowlens import FlowlensError, FrameTransform, frame_heatmap, patch_grid, pi0_layout
+from flowlens import FlowlensError, FrameTransform, frame_heatmap, patch_grid
+from flowlens.core import pi0_layout
 from flowlens.projection import camera_segment, model_heatmap
 
 

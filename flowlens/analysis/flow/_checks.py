@@ -16,7 +16,7 @@ def check_attention(attention, *, fused: bool) -> np.ndarray:
     want = "(layer, query, key)" if fused else "(layer, head, query, key)"
     rank = 3 if fused else 4
     if a.ndim != rank or a.shape[-1] != a.shape[-2] or min(a.shape, default=0) == 0:
-        hint = (" It looks head-fused: call attention_flow_fused, or add a head axis with a[:, None]."
+        hint = (" It looks head-fused: attention_flow takes [layer, query, key] as it is."
                 if not fused and a.ndim == 3 else
                 " It has a head axis: call attention_flow, or fuse heads first." if fused and a.ndim == 4
                 else "")

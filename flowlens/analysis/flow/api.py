@@ -20,7 +20,7 @@ source 0 gets the whole unit (min-cut = the query's out-edges):
 
 >>> import numpy as np
 >>> a = np.full((2, 1, 3, 3), 1 / 3)               # [layer, head, query, key]
->>> res = attention_flow(a, query_rows=[0])
+>>> res = attention_flow(a, query=[0])
 >>> np.round(res.values, 6)
 array([[1. , 0.5, 0.5]])
 """
@@ -36,6 +36,8 @@ import numpy as np
 from flowlens.analysis.flow import _checks
 from flowlens.analysis.flow.capacities import flow_capacities, fuse_heads, prune_capacities
 from flowlens.analysis.flow.solver import max_flows
+from flowlens.core.graph import TokenGraph, check_heads
+from flowlens.core.query import select_query
 from flowlens.errors import FlowlensError
 
 
@@ -49,7 +51,7 @@ class FlowResult:
       lower: float64 [query_row, source]: a feasible flow's value (never normalised).
       upper: float64 [query_row, source]: a cut's capacity in the unpruned graph; the exact
         max-flow lies in [lower, upper].
-      query_rows: int64 [query_row]: token index of each query.
+      query_tokens: int64 [query_row]: token index of each query (the name HeadStats uses).
       sources: int64 [source]: token index of each source column.
       set_values: name -> float64 [query_row]: flow from each query into each source set (unnormalised).
       set_upper: name -> float64 [query_row]: certified upper bound of each set value.
@@ -64,7 +66,7 @@ class FlowResult:
     values: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
-    query_rows: np.ndarray
+    query_tokens: np.ndarray
     sources: np.ndarray
     set_values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     set_upper: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -106,12 +108,12 @@ def _solve_layer(C: np.ndarray, k: int, qpos: np.ndarray, sinks_cols: np.ndarray
     return lo.reshape(Q, P), up.reshape(Q, P)
 
 
-def _flow_from_capacities(C: np.ndarray, n: int, position: np.ndarray, *, query_rows, sources,
+def _flow_from_capacities(C: np.ndarray, n: int, position: np.ndarray, *, query, sources,
                           normalize: bool, source_sets, layers_out, tol, prune, workers,
                           residual) -> FlowResult:
     """Shared back end: ``C`` float64 [layer, m, m] over valid tokens, ``position`` token -> node."""
     L = C.shape[0]
-    q_tok = _checks.token_positions("query_rows", query_rows, n, position, what="tokens")
+    q_tok = _checks.token_positions("query", query, n, position, what="tokens")
     all_valid = np.flatnonzero(position >= 0)
     src_tok = (all_valid if sources is None
                else _checks.token_positions("sources", sources, n, position, what="tokens"))
@@ -143,7 +145,7 @@ def _flow_from_capacities(C: np.ndarray, n: int, position: np.ndarray, *, query_
         if normalize:
             maps = _normalise_rows(maps)
     values = _normalise_rows(lower) if normalize else lower.copy()
-    return FlowResult(values=values, lower=lower, upper=upper, query_rows=q_tok, sources=src_tok,
+    return FlowResult(values=values, lower=lower, upper=upper, query_tokens=q_tok, sources=src_tok,
                       set_values=set_values, set_upper=set_upper, layers_out=layers, layer_maps=maps,
                       normalized=bool(normalize), prune=prune, residual=residual)
 
@@ -159,8 +161,8 @@ def _positions(valid: np.ndarray | None, n: int) -> np.ndarray:
 def attention_flow(
     attention: Any,
     *,
-    query_rows: int | Sequence[int] | np.ndarray,
-    head_fusion: str | int = "mean",
+    query: int | Sequence[int] | np.ndarray,
+    heads: str | int = "mean",
     residual: float | None = 0.5,
     sources: Sequence[int] | np.ndarray | None = None,
     normalize: bool = False,
@@ -175,10 +177,11 @@ def attention_flow(
     """Exact attention flow from query tokens to source tokens (Abnar & Zuidema 2020).
 
     Args:
-      attention: float [layer, head, query, key] attention probabilities (query == key == n tokens);
-        numpy or jax arrays.
-      query_rows: token index or indices of the queries, at the top node layer.
-      head_fusion: "mean" (default), "max", "min", or an int head index.
+      attention: float [layer, head, query, key] attention probabilities, or [layer, query, key]
+        already head-fused (query == key == n tokens); numpy or jax arrays.
+      query: token index or indices of the queries, at the top node layer. Query names
+        ("actions" ...) need a layout: use ``flow(TokenGraph.from_attention(layout, attention), ...)``.
+      heads: "mean" (default), "max", "min", or an int head index (4-D attention only).
       residual: r in ``rownorm((1 - r)·A + r·I)``; 0.5 as in the paper, None/0 for none.
       sources: token indices of the source columns at the input layer (default: all valid tokens).
       normalize: divide each query's values by their sum (the paper's per-row normalisation).
@@ -196,93 +199,86 @@ def attention_flow(
 
     Raises:
       FlowlensError: bad shapes, non-finite or negative attention, indices out of range or invalid,
-        residual outside [0, 1], unknown head_fusion.
+        residual outside [0, 1], unknown heads, heads other than "mean" for fused attention.
     """
-    a = _checks.check_attention(attention, fused=False)
+    if np.ndim(attention) not in (3, 4):
+        raise FlowlensError(
+            f"attention must be [layer, head, query, key] or, heads already fused, [layer, query, key]; "
+            f"got shape {np.shape(attention)}. Add the missing axes (e.g. a[None] for a single layer)."
+        )
+    fused = np.ndim(attention) == 3
+    if isinstance(query, str):
+        raise FlowlensError(
+            f"query={query!r} is a query name, but attention_flow has no token layout to resolve it; "
+            "pass token indices, or use flow(TokenGraph.from_attention(layout, attention), query)."
+        )
+    if fused and not (isinstance(heads, str) and heads == "mean"):
+        raise FlowlensError(
+            f"heads={heads!r} was given, but attention is [layer, query, key] (heads already fused); "
+            "leave heads out, or pass [layer, head, query, key] attention."
+        )
+    if not fused and not isinstance(check_heads(heads), (str, int)):
+        raise FlowlensError(
+            f"heads={heads!r}: attention flow fuses heads by 'mean', 'max', 'min' or one head index; "
+            "average a list of heads first and pass [layer, query, key] attention."
+        )
+    a = _checks.check_attention(attention, fused=fused)
     r = _checks.check_residual(residual)
     n = a.shape[-1]
     v = _checks.check_valid(valid, n)
-    C = flow_capacities(a, head_fusion=head_fusion, residual=r, valid=v, renormalize=renormalize)
-    return _flow_from_capacities(C, n, _positions(v, n), query_rows=query_rows, sources=sources,
+    C = flow_capacities(a, heads=heads, residual=r, valid=v, renormalize=renormalize, fused=fused)
+    return _flow_from_capacities(C, n, _positions(v, n), query=query, sources=sources,
                                  normalize=normalize, source_sets=source_sets, layers_out=layers_out,
                                  tol=tol, prune=prune, workers=workers, residual=r)
 
 
-def attention_flow_fused(
-    attention: Any,
+def flow(
+    graph: TokenGraph,
+    query: str | Sequence[int] | np.ndarray | None = None,
     *,
-    query_rows: int | Sequence[int] | np.ndarray,
-    residual: float | None = 0.5,
-    sources: Sequence[int] | np.ndarray | None = None,
-    normalize: bool = False,
-    source_sets: Mapping[str, Sequence[int] | np.ndarray] | None = None,
-    layers_out: int | Sequence[int] | str | None = None,
-    valid: np.ndarray | None = None,
-    renormalize: bool | None = None,
-    prune: float | None = None,
-    tol: float = 1e-12,
-    workers: int | None = None,
-) -> FlowResult:
-    """:func:`attention_flow` for already head-fused attention.
-
-    Args:
-      attention: float [layer, query, key] head-fused attention (query == key == n tokens).
-      query_rows, residual, sources, normalize, source_sets, layers_out, valid, renormalize, prune,
-        tol, workers: as in :func:`attention_flow`.
-
-    Returns:
-      FlowResult with ``values`` float64 [query_row, source].
-    """
-    a = _checks.check_attention(attention, fused=True)
-    r = _checks.check_residual(residual)
-    n = a.shape[-1]
-    v = _checks.check_valid(valid, n)
-    C = flow_capacities(a, residual=r, valid=v, renormalize=renormalize, fused=True)
-    return _flow_from_capacities(C, n, _positions(v, n), query_rows=query_rows, sources=sources,
-                                 normalize=normalize, source_sets=source_sets, layers_out=layers_out,
-                                 tol=tol, prune=prune, workers=workers, residual=r)
-
-
-def attention_flow_graph(
-    graph: Any,
-    query_nodes: int | Sequence[int] | np.ndarray,
     sources: Sequence[int] | np.ndarray | None = None,
     source_sets: Mapping[str, Sequence[int] | np.ndarray] | None = None,
-    *,
     normalize: bool = False,
     layers_out: int | Sequence[int] | str | None = None,
     prune: float | None = None,
     tol: float = 1e-12,
     workers: int | None = None,
+    **select,
 ) -> FlowResult:
-    """Attention flow on a :class:`flowlens.core.graph.TokenGraph` (node positions, not tokens).
+    """Attention flow through a TokenGraph for chosen query tokens (the flow twin of ``rollout``).
 
-    Reads ``graph.attention`` (float [layer, m, m], or [layer, head, m, m] when heads were kept: fused
-    by mean here) and ``graph.residual`` (r, or None/0 for none); rows are renormalised as in
-    ``TokenGraph.transition``. Node sets come from ``graph.select(...)``.
+    Reads ``graph.attention`` (float [layer, node, node], or [layer, head, node, node] when heads were
+    kept: fused by mean here) and ``graph.residual``; rows are renormalised as in
+    ``TokenGraph.transition``. Tokens the graph removed (masked, padding) are not nodes.
 
     Args:
-      graph: a TokenGraph (any object with ``attention`` and ``residual``).
-      query_nodes: node position(s) of the queries (e.g. ``graph.select(kind="action")``).
-      sources: node positions of the sources (default: all nodes).
-      source_sets: name -> node positions (e.g. ``{"base camera": graph.select(camera="base_0_rgb")}``).
+      graph: a TokenGraph.
+      query: layout token indices of the queries, or a query name ("action:0", "actions", "last",
+        "state"; see ``flowlens.core.query``); or give selection criteria as keywords
+        (``kind="action"``, ``horizon=0`` ...). Default: all action tokens.
+      sources: layout token indices of the sources (default: every node of the graph).
+      source_sets: name -> layout token indices (e.g. ``{"base camera": layout.select(camera="base_0_rgb")}``).
       normalize, layers_out, prune, tol, workers: as in :func:`attention_flow`.
 
     Returns:
-      FlowResult whose ``query_rows``/``sources`` are node positions of the graph.
+      FlowResult with ``values`` float64 [query, source]; its ``query_tokens`` / ``sources`` are layout
+      token indices.
     """
-    att = np.asarray(graph.attention)
+    if not isinstance(graph, TokenGraph):
+        raise FlowlensError(
+            f"graph must be a TokenGraph, got {type(graph).__name__}; build one with "
+            "TokenGraph.from_capture(capture) (or call attention_flow on an attention array)."
+        )
+    tokens = select_query(graph.layout, query, **select)
+    graph.node_index(tokens)  # masked / padding queries: the graph's own message
+    att = graph.attention
     if att.ndim == 4:
         att = fuse_heads(_checks.check_attention(att, fused=False), "mean")
-    elif att.ndim != 3:
-        raise FlowlensError(
-            f"graph.attention must be [layer, node, node] or [layer, head, node, node], got {att.shape}."
-        )
     a = _checks.check_attention(att, fused=True)
-    r = _checks.check_residual(getattr(graph, "residual", None))
-    m = a.shape[-1]
+    r = _checks.check_residual(graph.residual)
     C = flow_capacities(a, residual=r, renormalize=True, fused=True)
-    return _flow_from_capacities(C, m, np.arange(m, dtype=np.int64), query_rows=query_nodes,
-                                 sources=sources, normalize=normalize, source_sets=source_sets,
-                                 layers_out=layers_out, tol=tol, prune=prune, workers=workers,
-                                 residual=r)
+    position = np.full(graph.layout.n, -1, dtype=np.int64)
+    position[graph.nodes] = np.arange(graph.num_nodes)
+    return _flow_from_capacities(C, graph.layout.n, position, query=tokens, sources=sources,
+                                 normalize=normalize, source_sets=source_sets, layers_out=layers_out,
+                                 tol=tol, prune=prune, workers=workers, residual=r)

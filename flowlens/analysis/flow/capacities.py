@@ -20,12 +20,12 @@ from flowlens.errors import FlowlensError, unknown_name_error
 HEAD_FUSIONS = ("mean", "max", "min")
 
 
-def fuse_heads(attention: np.ndarray, head_fusion: str | int = "mean") -> np.ndarray:
+def fuse_heads(attention: np.ndarray, heads: str | int = "mean") -> np.ndarray:
     """Fuse the head axis of ``[layer, head, query, key]`` attention.
 
     Args:
       attention: float [layer, head, query, key].
-      head_fusion: "mean" | "max" | "min" over heads, or an int to keep one head.
+      heads: "mean" | "max" | "min" over heads, or an int to keep one head.
 
     Returns:
       float64 [layer, query, key].
@@ -33,19 +33,19 @@ def fuse_heads(attention: np.ndarray, head_fusion: str | int = "mean") -> np.nda
     Raises:
       FlowlensError: unknown fusion name or head index out of range.
     """
-    if isinstance(head_fusion, (int, np.integer)) and not isinstance(head_fusion, bool):
+    if isinstance(heads, (int, np.integer)) and not isinstance(heads, bool):
         h = attention.shape[1]
-        if not -h <= int(head_fusion) < h:
+        if not -h <= int(heads) < h:
             raise FlowlensError(
-                f"head_fusion={int(head_fusion)} is out of range: attention has {h} heads "
+                f"heads={int(heads)} is out of range: attention has {h} heads "
                 f"(0–{h - 1}); pass a valid head index or 'mean'."
             )
-        return np.asarray(attention[:, int(head_fusion)], dtype=np.float64)
-    if head_fusion not in HEAD_FUSIONS:
-        raise unknown_name_error("head_fusion", str(head_fusion), HEAD_FUSIONS)
-    if head_fusion == "mean":
+        return np.asarray(attention[:, int(heads)], dtype=np.float64)
+    if heads not in HEAD_FUSIONS:
+        raise unknown_name_error("heads", str(heads), HEAD_FUSIONS)
+    if heads == "mean":
         return np.mean(attention, axis=1, dtype=np.float64)
-    op = np.max if head_fusion == "max" else np.min
+    op = np.max if heads == "max" else np.min
     return op(attention, axis=1).astype(np.float64)
 
 
@@ -76,14 +76,14 @@ def residual_capacities(fused: np.ndarray, residual: float | None = 0.5, *,
     return out
 
 
-def flow_capacities(attention: np.ndarray, *, head_fusion: str | int = "mean",
+def flow_capacities(attention: np.ndarray, *, heads: str | int = "mean",
                     residual: float | None = 0.5, valid: np.ndarray | None = None,
                     renormalize: bool | None = None, fused: bool = False) -> np.ndarray:
     """Capacities ``[layer, m, m]`` of the attention-flow graph over the m valid tokens.
 
     Args:
       attention: float [layer, head, n, n], or [layer, n, n] when ``fused`` is True.
-      head_fusion: see :func:`fuse_heads` (ignored when ``fused``).
+      heads: see :func:`fuse_heads` (ignored when ``fused``).
       residual: r of ``rownorm((1 - r)·A + r·I)``; None/0 for none.
       valid: bool [n] or None; invalid tokens are dropped as rows and columns.
       renormalize: see :func:`residual_capacities`.
@@ -92,7 +92,7 @@ def flow_capacities(attention: np.ndarray, *, head_fusion: str | int = "mean",
     Returns:
       float64 [layer, m, m] with m = number of valid tokens (n when ``valid`` is None).
     """
-    a = attention if fused else fuse_heads(attention, head_fusion)
+    a = attention if fused else fuse_heads(attention, heads)
     if valid is not None:
         keep = np.flatnonzero(valid)
         if keep.size != a.shape[-1]:
