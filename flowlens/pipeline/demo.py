@@ -94,7 +94,7 @@ def synthetic_episode(success: bool, seed: int = 0, frames: int = NUM_FRAMES) ->
 
 
 def _synthetic_episodes(folder: Path, seed: int, frames: int = NUM_FRAMES):
-    from flowlens.io._files import safe_name
+    from flowlens.io.files import safe_name
     from flowlens.io.sources import open_episode, write_video
 
     videos = folder
