@@ -18,10 +18,10 @@ from flowlens.core.capture import PassKind as PassKind
 from flowlens.core.capture import make_capture as make_capture
 from flowlens.core.frame import FrameTransform as FrameTransform
 from flowlens.core.graph import TokenGraph as TokenGraph
-from flowlens.core.layout import TokenKind as TokenKind
 from flowlens.core.layout import TokenLayout as TokenLayout
-from flowlens.core.layout import pi0_layout as pi0_layout
-from flowlens.core.layout import pi05_layout as pi05_layout
+from flowlens.core.openpi_layout import pi0_layout as pi0_layout
+from flowlens.core.openpi_layout import pi05_layout as pi05_layout
+from flowlens.core.segments import TokenKind as TokenKind
 from flowlens.errors import FlowlensError as FlowlensError
 from flowlens.projection import frame_heatmap as frame_heatmap
 from flowlens.projection import patch_grid as patch_grid

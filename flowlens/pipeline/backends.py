@@ -28,7 +28,8 @@ from threadpoolctl import threadpool_limits
 
 from flowlens.core.capture import AttentionPass, Capture, PassKind
 from flowlens.core.frame import FrameTransform
-from flowlens.core.layout import PI0_CAMERAS, TokenLayout, pi0_layout, pi05_layout
+from flowlens.core.layout import TokenLayout
+from flowlens.core.openpi_layout import PI0_CAMERAS, pi05_layout, pi0_layout
 from flowlens.errors import FlowlensError, unknown_name_error
 
 SYNTHETIC = "synthetic"

@@ -13,17 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from flowlens.core.capture import AttentionPass, Capture, PassKind
-from flowlens.core.layout import (
-    ActionSegment,
-    ImageSegment,
-    StateSegment,
-    TextSegment,
-    TokenKind,
-    TokenLayout,
-    pi0_layout,
-    pi05_layout,
-    synthetic_pieces,
-)
+from flowlens.core.layout import TokenLayout
+from flowlens.core.openpi_layout import pi05_layout, pi0_layout, synthetic_pieces
+from flowlens.core.segments import ActionSegment, ImageSegment, StateSegment, TextSegment, TokenKind
 from flowlens.errors import unknown_name_error
 
 MASK_VALUE = -2.3819763e38  # openpi's big negative logit for masked entries.
