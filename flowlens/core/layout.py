@@ -17,7 +17,7 @@ words), ``bos``, ``newline``, ``state``, ``actions``. Invalid tokens belong to n
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 

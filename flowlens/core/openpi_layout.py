@@ -16,15 +16,7 @@ from collections.abc import Sequence
 
 from flowlens.core.frame import FrameTransform
 from flowlens.core.layout import TokenLayout
-from flowlens.core.segments import (
-    WORD_START,
-    ActionSegment,
-    ImageSegment,
-    Segment,
-    StateSegment,
-    TextSegment,
-    TokenKind,
-)
+from flowlens.core.segments import WORD_START, ActionSegment, ImageSegment, StateSegment, TextSegment, TokenKind
 from flowlens.errors import FlowlensError
 
 __all__ = ["PI0_CAMERAS", "openpi_layout", "pi05_layout", "pi0_layout", "synthetic_pieces"]
@@ -73,7 +65,7 @@ def openpi_layout(
             f"camera_valid needs one flag per camera ({len(cameras)}), got {len(camera_valid)}."
         )
     transforms = list(transforms) if transforms is not None else [FrameTransform()] * len(cameras)
-    segs: list[Segment] = []
+    segs = []  # the segments in order
     pos = 0
     size = grid[0] * grid[1]
     for name, ok, tf in zip(cameras, camera_valid, transforms, strict=True):
