@@ -56,7 +56,7 @@ def toy_layout(prompt: str = "pick the red bowl", *, masked_camera: bool = True,
 
 def masked_softmax(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """openpi's attention softmax: masked logits → -2.38e38, float32 softmax over the last axis."""
-    x = np.where(mask, logits, np.float32(MASK_VALUE)).astype(np.float32)
+    x = np.where(mask, logits, np.float32(MASK_VALUE)).astype(np.float32, copy=False)
     x -= x.max(axis=-1, keepdims=True)
     np.exp(x, out=x)
     x /= x.sum(axis=-1, keepdims=True)
@@ -176,13 +176,19 @@ def structured_capture(
         keys = np.flatnonzero(valid[:key_count])
         live = pass_rows[valid[pass_rows]]
         rng = np.random.default_rng([*stream, pass_id])
-        logits = _noise(rng, shape, live.size, keys.size, sharpness) + bias(live, keys)
-        out = np.full((*shape, pass_rows.size, key_count), np.float32(1.0 / key_count), np.float32)
-        out[:, :, valid[pass_rows]] = 0.0
+        logits = _noise(rng, shape, live.size, keys.size, sharpness)
+        logits += bias(live, keys)
         # Invalid keys are masked for valid rows: their probability is exactly 0 in openpi's softmax.
-        out[np.ix_(np.arange(num_layers), np.arange(num_heads), np.flatnonzero(valid[pass_rows]), keys)] = (
-            masked_softmax(logits, mask[np.ix_(live, keys)]))
-        return out.mean(axis=1, keepdims=True) if head_reduction == "mean" else out
+        probs = masked_softmax(logits, mask[np.ix_(live, keys)])
+        if head_reduction == "mean":
+            probs = probs.mean(axis=1, keepdims=True)
+        out = np.zeros((*probs.shape[:3], key_count), np.float32)
+        out[..., keys] = probs
+        if live.size < pass_rows.size:  # fully masked rows: uniform over every key, as openpi's softmax
+            every = np.full((*probs.shape[:2], pass_rows.size, key_count), np.float32(1.0 / key_count), np.float32)
+            every[:, :, valid[pass_rows]] = out
+            out = every
+        return out
 
     def query_rows(lo: int, hi: int) -> np.ndarray:
         r = np.arange(lo, hi)
