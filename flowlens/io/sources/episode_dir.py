@@ -39,7 +39,16 @@ import numpy as np
 
 from flowlens.core.frame import FrameTransform
 from flowlens.errors import FlowlensError
-from flowlens.io.files import apply_umask, check_format, check_name, dumps_json, inside, read_json, safe_name, write_json_atomic
+from flowlens.io.files import (
+    apply_umask,
+    check_format,
+    check_name,
+    dumps_json,
+    inside,
+    read_json,
+    safe_name,
+    write_json_atomic,
+)
 from flowlens.io.sources.base import MODEL_SIZE, EpisodeSource
 from flowlens.io.sources.video import VideoReader, VideoWriter
 
