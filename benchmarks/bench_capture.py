@@ -35,7 +35,7 @@ def measure(config: str, dtype: str, setting: str, repeats: int, steps: int) -> 
     import jax
     import numpy as np
 
-    from flowlens.model import CaptureConfig, Observation, Pi0Model, get_config
+    from flowlens.model import CaptureConfig, Observation, Pi0Model, get_config, sample_actions
 
     cfg = get_config(config).replace(dtype=dtype)
     model = Pi0Model(cfg, image_head_zeroinit=False)
@@ -52,12 +52,12 @@ def measure(config: str, dtype: str, setting: str, repeats: int, steps: int) -> 
     capture = None if SETTINGS[setting] is None else CaptureConfig(**SETTINGS[setting])
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    _, cap = model.sample_actions(params, obs, noise=noise, num_steps=steps, capture=capture)
+    _, cap = sample_actions(model, params, obs, noise=noise, num_steps=steps, capture=capture)
     first = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        actions, cap = model.sample_actions(params, obs, noise=noise, num_steps=steps, capture=capture)
+        actions, cap = sample_actions(model, params, obs, noise=noise, num_steps=steps, capture=capture)
         times.append(time.perf_counter() - t0)
     return {
         "bench": "capture", "config": config, "dtype": dtype, "capture": setting, "num_steps": steps,

@@ -60,6 +60,7 @@ def emit(record: dict, sink: list) -> None:
 def load_model(run: str | None):
     from flowlens.model.norm_stats import load_norm_stats
     from flowlens.model.pi0 import Pi0Model
+    from flowlens.model.sampler import sample_actions
     from flowlens.model.tokenizer import PaligemmaTokenizer
     from flowlens.tasks.tabletop.builtin import config_from_dict, load_builtin, load_builtin_norm_stats
     from flowlens.tasks.tabletop.params_io import load_params_npz
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         frames = {c: ep.frames[c][t] for c in cfg.cameras}
         obs = observe(frames, case.scene.prompt, ep.states[t], tok, cfg, stats)
         noise = key_noise.standard_normal((1, cfg.action_horizon, cfg.action_dim)).astype(np.float32)
-        _, capture = model.sample_actions(params, obs, noise=noise, capture=cap_cfg)
+        _, capture = sample_actions(model, params, obs, noise=noise, capture=cap_cfg)
         layout = capture.layout
         named = case.scene.source
         nearest = int(np.argmin(np.linalg.norm(ep.object_xy[t] - ep.states[t, None, :2], axis=1)))

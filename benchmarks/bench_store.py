@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from flowlens.core.capture import AttentionPass, Capture, PassKind
-from flowlens.core.layout import pi0_layout
+from flowlens.core.openpi_layout import pi0_layout
 from flowlens.io import ERROR_BOUND, PRECISIONS, FrameSpec, action_group_mass, open_store, run_batch
 from flowlens.io.store import policy_bytes
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowlens.model import CaptureConfig, Observation, Pi0Model, get_config
+from flowlens.model import CaptureConfig, Observation, Pi0Model, get_config, sample_actions
 
 CAPTURES = {"none": None, "actions": CaptureConfig.actions_only(), "all": CaptureConfig(),
             "all_mean": CaptureConfig(heads="mean")}
@@ -68,21 +68,21 @@ def main() -> None:
 
     if not args.skip_plain:
         t0 = time.perf_counter()
-        actions, _ = model.sample_actions(params, obs, noise=noise, num_steps=args.steps)
+        actions, _ = sample_actions(model, params, obs, noise=noise, num_steps=args.steps)
         emit(phase="plain_compile_and_run", seconds=round(time.perf_counter() - t0, 1),
              finite=bool(np.isfinite(actions).all()))
         t0 = time.perf_counter()
-        model.sample_actions(params, obs, noise=noise, num_steps=args.steps)
+        sample_actions(model, params, obs, noise=noise, num_steps=args.steps)
         emit(phase="plain_run", seconds=round(time.perf_counter() - t0, 1))
 
     capture = CAPTURES[args.capture]
     if capture is None:
         return
     t0 = time.perf_counter()
-    actions, cap = model.sample_actions(params, obs, noise=noise, num_steps=args.steps, capture=capture)
+    actions, cap = sample_actions(model, params, obs, noise=noise, num_steps=args.steps, capture=capture)
     emit(phase=f"capture_{args.capture}_compile_and_run", seconds=round(time.perf_counter() - t0, 1))
     t0 = time.perf_counter()
-    actions, cap = model.sample_actions(params, obs, noise=noise, num_steps=args.steps, capture=capture)
+    actions, cap = sample_actions(model, params, obs, noise=noise, num_steps=args.steps, capture=capture)
     emit(phase=f"capture_{args.capture}_run", seconds=round(time.perf_counter() - t0, 1))
     emit(phase="capture_sizes", layout=repr(cap.layout), total_mb=round(cap.nbytes / 1e6, 1),
          passes=[{"kind": p.kind.value, "step": p.step, "time": p.time, "shape": list(p.probs.shape),

@@ -24,7 +24,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="model to use (default: builtin:tabletop when installed, else synthetic)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the generated episodes (default: 0)")
-    p.add_argument("--frames", type=int, default=40, help="frames per generated synthetic episode (default: 40)")
+    p.add_argument(
+        "--frames", type=int, default=40,
+        help="frames per generated synthetic episode (at most the episode's own length; default: 40)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
     return p

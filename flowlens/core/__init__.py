@@ -8,10 +8,10 @@ from flowlens.core.frame import FrameTransform as FrameTransform
 from flowlens.core.graph import HEAD_FUSIONS as HEAD_FUSIONS
 from flowlens.core.graph import TokenGraph as TokenGraph
 from flowlens.core.graph import fuse_heads as fuse_heads
-from flowlens.core.layout import TokenKind as TokenKind
+from flowlens.core.segments import TokenKind as TokenKind
 from flowlens.core.layout import TokenLayout as TokenLayout
-from flowlens.core.layout import pi0_layout as pi0_layout
-from flowlens.core.layout import pi05_layout as pi05_layout
+from flowlens.core.openpi_layout import pi0_layout as pi0_layout
+from flowlens.core.openpi_layout import pi05_layout as pi05_layout
 from flowlens.core.query import QUERY_FORMS as QUERY_FORMS
 from flowlens.core.query import parse_query as parse_query
 from flowlens.core.query import select_query as select_query

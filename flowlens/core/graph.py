@@ -32,15 +32,24 @@ from flowlens.errors import FlowlensError, check_index, did_you_mean, unknown_na
 HEAD_FUSIONS = ("mean", "max", "min", "keep")
 
 
-def fuse_heads(probs: np.ndarray, heads: str | int | Sequence[int], *, axis: int = 1) -> np.ndarray:
-    """Fuse the head axis of ``probs``.
+def fuse_heads(probs: np.ndarray, heads: str | int | Sequence[int] = "mean", *, axis: int = 1,
+               dtype=np.float32) -> np.ndarray:
+    """Fuse the head axis of ``probs`` — the one head fusion of TokenGraph, rollout and attention flow.
 
     Args:
       probs: [..., head, query, key] with the head axis at ``axis``.
       heads: "mean", "max", "min" over all heads, an int (one head, axis dropped), a sequence of
         ints (mean over those heads), or "keep" (returned unchanged).
+      dtype: the accumulation (and output) dtype of the fusion. TokenGraph and attention flow
+        both fuse float32 attention in float32, so their fused layers are identical.
     Returns:
-      float32 array without the head axis (or unchanged for "keep").
+      ``dtype`` array without the head axis (or ``probs`` unchanged for "keep").
+
+    >>> p = np.array([[[[0.25, 0.75]], [[0.75, 0.25]]]], dtype=np.float32)  # [layer, head, q, k]
+    >>> fuse_heads(p, "mean")
+    array([[[0.5, 0.5]]], dtype=float32)
+    >>> fuse_heads(p, 1, dtype=np.float64)
+    array([[[0.75, 0.25]]])
     """
     num_heads = probs.shape[axis]
     if isinstance(heads, str):
@@ -48,14 +57,16 @@ def fuse_heads(probs: np.ndarray, heads: str | int | Sequence[int], *, axis: int
             raise unknown_name_error("heads", heads, HEAD_FUSIONS)
         if heads == "keep":
             return probs
-        return getattr(np, heads)(probs, axis=axis).astype(np.float32, copy=False)
+        if heads == "mean":
+            return np.mean(probs, axis=axis, dtype=dtype)
+        return getattr(np, heads)(probs, axis=axis).astype(dtype, copy=False)
     if isinstance(heads, (int, np.integer)):
         h = check_index("head", int(heads), num_heads, "heads")
-        return np.take(probs, h, axis=axis)
+        return np.take(probs, h, axis=axis).astype(dtype, copy=False)
     chosen = [check_index("head", int(h), num_heads, "heads") for h in heads]
     if not chosen:
         raise FlowlensError("heads is an empty list; give at least one head index or 'mean'.")
-    return np.take(probs, chosen, axis=axis).mean(axis=axis, dtype=np.float32)
+    return np.take(probs, chosen, axis=axis).mean(axis=axis, dtype=dtype)
 
 
 def heads_label(heads) -> str:

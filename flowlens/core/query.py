@@ -10,7 +10,7 @@ A query is given either as layout token indices or as a selection the layout und
 indices of a layout. The CLI's ``--query``, ``AnalysisSpec`` and the analyses (``rollout``, ``flow``,
 ``head_stats`` ...) all resolve queries here.
 
-    >>> from flowlens.core.layout import pi0_layout
+    >>> from flowlens.core.openpi_layout import pi0_layout
     >>> lay = pi0_layout()
     >>> parse_query("A3"), select_query(lay, "action:3").tolist() == [lay.actions.start + 3]
     ('action:3', True)

@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from flowlens.core.frame import FrameTransform
-from flowlens.core.layout import ImageSegment, TokenLayout
+from flowlens.core.layout import TokenLayout
+from flowlens.core.segments import ImageSegment
 from flowlens.errors import FlowlensError
 
 SPECIAL_LABELS = {"bos": "<bos>", "newline": "\\n", "eos": "<eos>", "pad": "<pad>"}

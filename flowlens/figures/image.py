@@ -16,7 +16,8 @@ import dataclasses
 import numpy as np
 
 from flowlens.core.frame import FrameTransform
-from flowlens.core.layout import ImageSegment, TokenLayout
+from flowlens.core.layout import TokenLayout
+from flowlens.core.segments import ImageSegment
 from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.figures._common import (
     add_colorbar,

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from flowlens.core.frame import FrameTransform
-from flowlens.core.layout import ImageSegment, TokenLayout
+from flowlens.core.layout import TokenLayout
+from flowlens.core.segments import ImageSegment
 from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.figures._common import check_image, limits, model_input_image
 from flowlens.figures.save import atomic_path

@@ -7,9 +7,16 @@
   (store.py).
 - ``run_batch``: a pure per-frame function over many frames into tidy parquet / CSV tables,
   resumable (batch.py).
+- ``files``: ``atomic_path`` / ``atomic_write`` (every file flowlens writes, under the umask),
+  ``write_json_atomic``, ``safe_name``, ``remove_stale_temps``.
 """
 
-from flowlens.io._files import safe_name as safe_name
+from flowlens.io import files as files
+from flowlens.io.files import atomic_path as atomic_path
+from flowlens.io.files import atomic_write as atomic_write
+from flowlens.io.files import remove_stale_temps as remove_stale_temps
+from flowlens.io.files import safe_name as safe_name
+from flowlens.io.files import write_json_atomic as write_json_atomic
 from flowlens.io.batch import BatchResult as BatchResult
 from flowlens.io.batch import BatchRun as BatchRun
 from flowlens.io.batch import FrameSpec as FrameSpec
@@ -39,6 +46,11 @@ from flowlens.io.store import open_store as open_store
 from flowlens.io.store import policy_bytes as policy_bytes
 
 __all__ = [
+    "atomic_path",
+    "atomic_write",
+    "files",
+    "remove_stale_temps",
+    "write_json_atomic",
     "ERROR_BOUND",
     "POLICIES",
     "PRECISIONS",

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from flowlens.errors import FlowlensError, unknown_name_error
-from flowlens.io._files import atomic_write, read_json, remove_stale_temps, write_json_atomic
+from flowlens.io.files import atomic_write, read_json, remove_stale_temps, write_json_atomic
 from flowlens.io.store import frame_key
 
 BATCH_MAGIC = "flowlens-batch"

@@ -53,7 +53,7 @@ from flowlens.core.capture import AttentionPass, Capture, PassKind
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError
 from flowlens.io import precision as _precision
-from flowlens.io._files import atomic_write, check_format, dumps_json
+from flowlens.io.files import atomic_write, check_format, dumps_json
 
 MAGIC = "flowlens-capture"
 FORMAT_VERSION = 1

@@ -66,7 +66,7 @@ import numpy as np
 from flowlens.core.capture import AttentionPass, Capture, PassKind
 from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.io import precision as _precision
-from flowlens.io._files import check_format, check_name, read_json, remove_stale_temps, safe_name, write_json_atomic
+from flowlens.io.files import check_format, check_name, read_json, remove_stale_temps, safe_name, write_json_atomic
 from flowlens.io.capture_file import load_capture, verify_file, write_capture
 
 STORE_MAGIC = "flowlens-store"

@@ -22,13 +22,13 @@ from flowlens.model.config import (
     get_config as get_config,
 )
 from flowlens.model.knockout import Knockout as Knockout
-from flowlens.model.knockout import sample_with_knockouts as sample_with_knockouts
 from flowlens.model.norm_stats import NormStats as NormStats
 from flowlens.model.norm_stats import load_norm_stats as load_norm_stats
 from flowlens.model.observation import Observation as Observation
 from flowlens.model.pi0 import Pi0Model as Pi0Model
 from flowlens.model.preprocess import make_observation as make_observation
 from flowlens.model.sampler import sample_actions as sample_actions
+from flowlens.model.sampler import sample_with_knockouts as sample_with_knockouts
 from flowlens.model.siglip import Siglip as Siglip
 from flowlens.model.siglip import SiglipOutput as SiglipOutput
 from flowlens.model.tokenizer import PaligemmaTokenizer as PaligemmaTokenizer

@@ -21,6 +21,10 @@ own value vector. ``empty_rows="raise"`` refuses such knockouts instead. The num
 repaired this way is reported in ``capture.metadata["knockout_emptied_rows"]``.
 
 Knocking out nothing (an empty list) runs the unedited model: results are bit-identical.
+
+``resolve_plan`` turns knockouts into a KnockoutPlan (boolean query / key / layer-head masks) and
+``edit_for`` cuts the ``gemma.EdgeEdit`` of one attention call from it; the sampler
+(``sample_actions(..., knockouts=)``, ``sample_with_knockouts``) and ``Pi0Model.forward`` use both.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, unknown_name_error
+from flowlens.model import gemma
 from flowlens.model.capture_config import as_index_set
 
 EMPTY_ROW_POLICIES = ("keep_self", "raise")
@@ -176,7 +182,26 @@ def resolve_knockouts(knockouts: Sequence[Knockout] | Knockout, layout: TokenLay
                         description=tuple(ko.describe() for ko in knockouts))
 
 
-def sample_with_knockouts(model, params, obs, knockouts: Sequence[Knockout] | Knockout, **kwargs):
-    """``model.sample_actions(params, obs, knockouts=knockouts, **kwargs)``: actions and capture of
-    the edited model (see :meth:`flowlens.model.pi0.Pi0Model.sample_actions`)."""
-    return model.sample_actions(params, obs, knockouts=knockouts, **kwargs)
+def resolve_plan(config, knockouts, layout: TokenLayout | None, empty_rows: str) -> KnockoutPlan | None:
+    """The KnockoutPlan of ``knockouts`` (a Knockout, a sequence of them, None or []) for a model config.
+
+    Args:
+      config: the model's Pi0Config (its ``num_layers`` and ``num_heads`` bound the selections).
+      knockouts: what to remove; None or [] plans nothing (None is returned: the unedited model).
+      layout: the TokenLayout of the batch element whose token sets are resolved.
+      empty_rows: "keep_self" or "raise" (see the module docstring).
+    """
+    if not knockouts:
+        return None
+    if isinstance(knockouts, Knockout):
+        knockouts = [knockouts]
+    return resolve_knockouts(knockouts, layout, num_layers=config.num_layers, num_heads=config.num_heads,
+                             empty_rows=empty_rows)
+
+
+def edit_for(plan: KnockoutPlan | None, q0: int, q1: int, s: int) -> gemma.EdgeEdit | None:
+    """The EdgeEdit of an attention call with queries ``[q0, q1)`` and keys ``[0, s)`` (None: no edit)."""
+    if plan is None:
+        return None
+    return gemma.EdgeEdit(queries=jnp.asarray(plan.queries[:, q0:q1]), keys=jnp.asarray(plan.keys[:, :s]),
+                          layer_heads=jnp.asarray(plan.layer_heads), self_offset=s - (q1 - q0))

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from flowlens.core.frame import FrameTransform
-from flowlens.core.layout import TextSegment
+from flowlens.core.segments import TextSegment
 from flowlens.errors import FlowlensError
 
 

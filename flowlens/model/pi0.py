@@ -13,7 +13,8 @@ Parameters are the openpi checkpoint tree as a nested dict: ``PaliGemma/img`` (S
 
 :class:`Pi0Model` offers ``init``, ``param_shapes``, ``embed_prefix``, ``embed_suffix``,
 ``forward`` (training-style full pass, optional FULL capture), ``compute_loss``, ``layout`` (the
-TokenLayout of an Observation) and ``sample_actions`` (:mod:`flowlens.model.sampler`).
+TokenLayout of an Observation). Sampling is :func:`flowlens.model.sampler.sample_actions`
+``(model, params, obs, ...)``: the sampler imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ import numpy as np
 from flax import linen as nn
 
 from flowlens.core.capture import AttentionPass, Capture, PassKind
-from flowlens.core.layout import TextSegment, TokenLayout, openpi_layout
+from flowlens.core.layout import TokenLayout
+from flowlens.core.openpi_layout import openpi_layout
+from flowlens.core.segments import TextSegment
 from flowlens.errors import FlowlensError
 from flowlens.model import gemma
 from flowlens.model.capture_config import CaptureConfig
 from flowlens.model.config import Pi0Config, get_config
+from flowlens.model.knockout import edit_for, resolve_plan
 from flowlens.model.observation import Observation, check_observation
 
 # PaliGemma SentencePiece ids used to label prompts when no TextSegment is given.
@@ -314,8 +318,6 @@ class Pi0Model:
         Returns:
           (v_t float32 [B, H_a, action_dim] as numpy, Capture with one PassKind.FULL pass or None).
         """
-        from flowlens.model.sampler import edit_for, resolve_plan  # local: sampler imports this module
-
         self.check(obs)
         cfg = self.config
         b = obs.batch_size
@@ -329,7 +331,7 @@ class Pi0Model:
             rows = capture.resolve_rows(layout)
             if rows.size:
                 lcap = gemma.LayerCapture(layers, tuple(int(r) for r in rows), bi, capture.heads)
-        plan = resolve_plan(self, knockouts, layout, empty_rows)
+        plan = resolve_plan(cfg, knockouts, layout, empty_rows)
         edit = edit_for(plan, 0, layout.n, layout.n) if plan is not None else None
         key = ("forward", lcap, edit is not None)
         if key not in self._jitted:
@@ -349,9 +351,3 @@ class Pi0Model:
             meta.update(knockouts=list(plan.description), knockout_emptied_rows=plan.emptied_rows)
         return v_t, Capture(layout=layout, num_layers=cfg.num_layers, num_heads=cfg.num_heads, passes=passes,
                             actions=None, model=cfg.name, metadata=meta)
-
-    def sample_actions(self, params: dict, obs: Observation, **kwargs):
-        """Sample an action chunk; see :func:`flowlens.model.sampler.sample_actions`."""
-        from flowlens.model.sampler import sample_actions
-
-        return sample_actions(self, params, obs, **kwargs)

@@ -13,6 +13,10 @@ With a :class:`CaptureConfig`, the same compiled computation also returns the fl
 probabilities (before openpi's bf16 cast) of the requested layers, rows, heads and steps; the
 host turns them into a :class:`flowlens.core.capture.Capture` whose TokenLayout is built from
 the real inputs. Knockouts (:mod:`flowlens.model.knockout`) edit the masks of the same calls.
+
+This module imports ``pi0`` (never the reverse): ``sample_actions(model, params, obs, ...)`` is
+the sampling entry point (also ``flowlens.model.sample_actions``), and the sampler keeps its own
+compiled functions (``jax.jit`` keyed by the model object and the static capture plan).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from flowlens.core.capture import AttentionPass, Capture, PassKind
 from flowlens.errors import FlowlensError
 from flowlens.model import gemma
 from flowlens.model.capture_config import CaptureConfig
-from flowlens.model.knockout import Knockout, KnockoutPlan, resolve_knockouts
+from flowlens.model.knockout import Knockout, edit_for, resolve_plan
 from flowlens.model.observation import Observation
 from flowlens.model.pi0 import Pi0Model, linear, make_attn_mask
 
@@ -45,25 +49,9 @@ class _Plan:
     norms_of: int | None  # batch element whose image-token norms are returned
 
 
-def resolve_plan(model: Pi0Model, knockouts, layout, empty_rows: str) -> KnockoutPlan | None:
-    if not knockouts:
-        return None
-    if isinstance(knockouts, Knockout):
-        knockouts = [knockouts]
-    cfg = model.config
-    return resolve_knockouts(knockouts, layout, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-                             empty_rows=empty_rows)
-
-
-def edit_for(plan: KnockoutPlan | None, q0: int, q1: int, s: int) -> gemma.EdgeEdit | None:
-    """The EdgeEdit of an attention call with queries ``[q0, q1)`` and keys ``[0, s)``."""
-    if plan is None:
-        return None
-    return gemma.EdgeEdit(queries=jnp.asarray(plan.queries[:, q0:q1]), keys=jnp.asarray(plan.keys[:, :s]),
-                          layer_heads=jnp.asarray(plan.layer_heads), self_offset=s - (q1 - q0))
-
-
-def _sample_impl(model: Pi0Model, params, arrays, noise, pre_edit, suf_edit, *, plan: _Plan):
+@functools.partial(jax.jit, static_argnames=("model", "plan"))
+def _sample_impl(params, arrays, noise, pre_edit, suf_edit, *, model: Pi0Model, plan: _Plan):
+    # Compiled once per (model object, plan) and edit structure: jax.jit's own cache, held here.
     cfg = model.config
     llm = params["PaliGemma"]["llm"]
     images, image_masks, state, tokens, token_mask = arrays
@@ -175,16 +163,13 @@ def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps
             suf_cap = gemma.LayerCapture(layers, tuple(int(r) - p for r in suf_rows), bi, capture.heads)
             slot_of = {s: j for j, s in enumerate(steps)}
             slots = tuple(slot_of.get(s, -1) for s in range(num_steps))
-    kplan = resolve_plan(model, knockouts, layout, empty_rows)
+    kplan = resolve_plan(cfg, knockouts, layout, empty_rows)
     p_len = cfg.prefix_len if layout is None else layout.prefix_len
     pre_edit = edit_for(kplan, 0, p_len, p_len)
     suf_edit = edit_for(kplan, p_len, p_len + cfg.suffix_len, p_len + cfg.suffix_len)
     norms_of = bi if (capture is not None and capture.image_norms) else None
     plan = _Plan(num_steps, pre_cap, suf_cap, slots, norms_of)
-    key = ("sample", plan, kplan is not None)
-    if key not in model._jitted:
-        model._jitted[key] = jax.jit(functools.partial(_sample_impl, model, plan=plan))
-    out = model._jitted[key](params, model.obs_arrays(obs), noise, pre_edit, suf_edit)
+    out = _sample_impl(params, model.obs_arrays(obs), noise, pre_edit, suf_edit, model=model, plan=plan)
     actions = np.asarray(out["actions"])
     if capture is None:
         return actions, None
@@ -209,3 +194,9 @@ def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps
         meta.update(knockouts=list(kplan.description), knockout_emptied_rows=kplan.emptied_rows)
     return actions, Capture(layout=layout, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
                             passes=tuple(passes), actions=actions[bi], model=cfg.name, metadata=meta)
+
+
+def sample_with_knockouts(model: Pi0Model, params: dict, obs: Observation, knockouts, **kwargs):
+    """``sample_actions(model, params, obs, knockouts=knockouts, **kwargs)``: the actions and capture
+    of the edited model (knockouts: a Knockout or a sequence of them, see :mod:`flowlens.model.knockout`)."""
+    return sample_actions(model, params, obs, knockouts=knockouts, **kwargs)

@@ -12,7 +12,7 @@ openpi tokenises a prompt as follows (``models/tokenizer.py``, fact sheet §5):
   ``max_len`` with a warning (mask all True, the "\\n" may be lost).
 
 Besides ids and mask, :meth:`PaligemmaTokenizer.tokenize` returns the prompt as a
-:class:`~flowlens.core.layout.TextSegment` (real SentencePiece pieces merged into words, BOS /
+:class:`~flowlens.core.segments.TextSegment` (real SentencePiece pieces merged into words, BOS /
 newline / padding marked), so a TokenLayout names words, not ids.
 
 The model file is PaliGemma's ``paligemma_tokenizer.model`` (vocab 257,152; pad 0, eos 1, bos 2)
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import sentencepiece
 
-from flowlens.core.layout import TextSegment
+from flowlens.core.segments import TextSegment
 from flowlens.errors import FlowlensError
 
 TOKENIZER_FILE = "paligemma_tokenizer.model"

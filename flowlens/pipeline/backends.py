@@ -7,12 +7,11 @@ transforms) into a ``Capture``, recording only what the analysis needs (``Captur
   model (``flowlens.model``) on an openpi checkpoint directory;
 - ``load_backend("builtin:tabletop")`` — the small model trained on the synthetic tabletop task
   that ships inside flowlens (``flowlens.tasks``), when it is installed;
-- ``load_backend("synthetic")`` — no model at all: attention from random logits plus the
-  structure real Pi0 attention has (BOS / "\\n" sinks that grow with depth,
-  action tokens drawn to the most salient patches of *this* frame, text-reading heads, a local
-  action-to-action band), over the exact Pi0 layout and masks. It exists so that every command,
-  figure and test runs without weights; its heatmaps follow the objects in the frame but say
-  nothing about any trained policy.
+- ``load_backend("synthetic")`` — no model at all: ``flowlens.testing``'s structured random
+  attention (BOS / "\\n" sinks that grow with depth, action tokens drawn to the most salient
+  patches of *this* frame, text-reading heads, a local action-to-action band), over the exact Pi0
+  layout and openpi's masks. It exists so that every command, figure and test runs without
+  weights; its heatmaps follow the objects in the frame but say nothing about any trained policy.
 """
 
 from __future__ import annotations
@@ -24,15 +23,15 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from flowlens.core.capture import AttentionPass, Capture, PassKind
+from flowlens.core.capture import Capture
 from flowlens.core.frame import FrameTransform
-from flowlens.core.layout import PI0_CAMERAS, TokenLayout, pi0_layout, pi05_layout
+from flowlens.core.layout import TokenLayout
+from flowlens.core.openpi_layout import PI0_CAMERAS, pi05_layout, pi0_layout
 from flowlens.errors import FlowlensError, unknown_name_error
+from flowlens.testing.synthetic import structured_capture
 
 SYNTHETIC = "synthetic"
-NOISE_RANK = 16
 PATCH = 14  # SigLIP So400m/14 patch size
 BUILTIN_PREFIX = "builtin:"
 
@@ -119,141 +118,27 @@ class SyntheticBackend:
         return make(frame.prompt, camera_valid=valid, transforms=transforms, grid=grid, patch_size=PATCH)
 
     def capture(self, frame, needs: CaptureNeeds = CaptureNeeds(), *, seed: int = 0) -> Capture:
+        """``flowlens.testing.structured_capture`` over this frame's layout, the action queries'
+        visual heads drawn to the frame's salient patches; seeded by (seed, frame index)."""
         from flowlens.io.sources.base import to_model_input
 
         layout = self.layout(frame)
         index = int(frame.index or 0)
-        rng = np.random.default_rng([seed, index])
-        key_bias = np.zeros(layout.n, np.float32)  # bias every suffix query gives each key
+        saliency = np.zeros(layout.n, np.float32)  # the patches that draw the action tokens
         for cam in layout.cameras:
             if cam.name in frame.images:
                 model_img = to_model_input(frame.images[cam.name], frame.transforms[cam.name])
-                key_bias[cam.start : cam.stop] = 2.2 * patch_saliency(model_img, cam.grid)
-        groups = layout.groups()
-        depth = np.linspace(0.0, 1.0, self.num_layers, dtype=np.float32)
-        word_bias = np.zeros(layout.n, np.float32)
-        if "words" in groups:  # a fixed per-prompt preference for some words
-            word_bias[groups["words"]] = 1.0 + rng.gamma(1.5, 0.8, groups["words"].size).astype(np.float32)
-        h2 = self.num_heads // 2
-        head_mix = np.zeros((self.num_heads, 1, 1), np.float32)
-        head_mix[:h2] = 1.0  # "visual" heads follow the salient patches; the others read the prompt
-        mask = layout.attention_mask()
-        valid = layout.valid
-        p_len = layout.prefix_len
-        max_step = max(needs.steps) if needs.steps else 0
-        reduce = None if needs.all_heads else "mean"
-
-        def pass_probs(rows: np.ndarray, key_count: int, bias_fn, stream: int) -> np.ndarray:
-            # One random stream per pass: a pass is the same whatever else is recorded.
-            prng = np.random.default_rng([seed, index, stream])
-            keys = np.flatnonzero(valid[:key_count])
-            # Random part: rank-16 query · key products (4× cheaper than i.i.d. normals per entry);
-            # one BLAS thread, since many small products only contend for threads.
-            shape = (self.num_layers, self.num_heads)
-            u = prng.standard_normal((*shape, rows.size, NOISE_RANK), dtype=np.float32)
-            v = prng.standard_normal((*shape, NOISE_RANK, keys.size), dtype=np.float32)
-            with threadpool_limits(1, user_api="blas"):
-                logits = u @ v
-            logits *= np.float32(self.noise / np.sqrt(NOISE_RANK))
-            logits += bias_fn(rows, keys)
-            logits = np.where(mask[np.ix_(rows, keys)], logits, np.float32(-1e30))
-            logits -= logits.max(axis=-1, keepdims=True)
-            np.exp(logits, out=logits)
-            logits /= logits.sum(axis=-1, keepdims=True)
-            if reduce == "mean":
-                logits = logits.mean(axis=1, keepdims=True)
-            out = np.zeros(logits.shape[:3] + (key_count,), np.float32)
-            out[..., keys] = logits
-            return out
-
-        def sinks(keys):
-            b = np.zeros((self.num_layers, 1, 1, keys.size), np.float32)
-            for sink, strength in (("bos", 2.0), ("newline", 1.2)):
-                if sink in groups:
-                    hit = np.isin(keys, groups[sink])
-                    b[..., hit] += strength * (1.0 + 3.0 * depth[:, None, None, None])
-            return b
-
-        # Image tokens mostly read their own neighbourhood and the salient patches (so what the
-        # actions read at layer l still points at places in the frame, as in trained ViT-LLMs).
-        cell = np.full((layout.n, 3), -1000, np.int64)  # (camera, row, col) of image tokens
-        for ci, cam in enumerate(layout.cameras):
-            r, c = np.divmod(np.arange(cam.size), cam.grid[1])
-            cell[cam.start : cam.stop] = np.stack([np.full(cam.size, ci), r, c], axis=1)
-
-        def prefix_bias(rows, keys):
-            cr, ck = cell[rows][:, None, :], cell[keys][None, :, :]
-            same_cam = (cr[..., 0] == ck[..., 0]) & (cr[..., 0] >= 0)
-            dist = np.abs(cr[..., 1:] - ck[..., 1:]).max(axis=-1)
-            local = np.where(same_cam, np.where(dist == 0, 2.0, np.where(dist == 1, 1.0, 0.0)), 0.0)
-            salient = np.where(cr[..., 0] >= 0, 0.2 * key_bias[keys][None, :], 0.0)
-            return sinks(keys) + 0.3 * word_bias[keys] + (local + salient).astype(np.float32)
-
-        def suffix_bias(step):
-            t = 1.0 - step / self.num_steps
-            grow = np.float32(0.6 + 0.4 * (1.0 - t))
-
-            def fn(rows, keys):
-                b = sinks(keys)
-                vis = head_mix * grow * key_bias[keys] * (0.4 + depth[:, None, None, None])
-                txt = (1.0 - head_mix) * 0.9 * word_bias[keys]
-                b = b + vis + txt
-                act = layout.actions
-                if act is not None:
-                    ra, ka = rows - act.start, keys - act.start
-                    band = np.where(
-                        (ra[:, None] >= 0) & (ka[None, :] >= 0) & (ka[None, :] < act.size),
-                        1.5 - 0.25 * np.abs(ra[:, None] - ka[None, :]),
-                        0.0,
-                    ).astype(np.float32)
-                    b = b + band
-                return b
-
-            return fn
-
-        layers = tuple(range(self.num_layers))
-        passes = []
-        if needs.graph:
-            rows = np.flatnonzero(valid[:p_len])
-            passes.append(
-                AttentionPass(
-                    PassKind.PREFIX,
-                    pass_probs(rows, p_len, prefix_bias, 0),
-                    layers,
-                    rows,
-                    head_reduction=reduce,
-                )
-            )
-        rows = p_len + np.flatnonzero(valid[p_len:])
-        for s in range(max_step + 1):
-            passes.append(
-                AttentionPass(
-                    PassKind.SUFFIX,
-                    pass_probs(rows, layout.n, suffix_bias(s), 1 + s),
-                    layers,
-                    rows,
-                    step=s,
-                    time=1.0 - s / self.num_steps,
-                    head_reduction=reduce,
-                )
-            )
+                saliency[cam.start : cam.stop] = 2.2 * patch_saliency(model_img, cam.grid)
         horizon = layout.actions.size if layout.actions is not None else 0
-        actions = rng.standard_normal((horizon, 7)).astype(np.float32)
-        return Capture(
-            layout=layout,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            passes=tuple(passes),
-            actions=actions,
-            model=SYNTHETIC,
-            metadata={
-                "prompt": frame.prompt,
-                "frame_index": frame.index,
-                "seed": seed,
-                "num_steps": self.num_steps,
-                "note": "synthetic attention, no model",
-            },
-        )
+        actions = np.random.default_rng([seed, index]).standard_normal((horizon, 7)).astype(np.float32)
+        max_step = max(needs.steps) if needs.steps else 0
+        return structured_capture(
+            layout, num_layers=self.num_layers, num_heads=self.num_heads, num_steps=self.num_steps,
+            steps=range(max_step + 1), prefix=needs.graph, rows="valid", key_preference=saliency,
+            sharpness=self.noise, head_reduction=None if needs.all_heads else "mean", stream=(seed, index),
+            actions=actions, model=SYNTHETIC,
+            metadata={"prompt": frame.prompt, "frame_index": frame.index, "seed": seed,
+                      "num_steps": self.num_steps, "note": "synthetic attention, no model"})
 
 
 # ---- real models --------------------------------------------------------------------------------

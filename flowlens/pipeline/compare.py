@@ -25,7 +25,7 @@ def _norm(prompt: str) -> str:
 def compare_paths(output: str | os.PathLike, frames: Sequence[int], prompt: str = "") -> dict[int, Path]:
     """``compare.png`` for one frame; ``compare_frame0010.png`` … for several; inside a folder,
     ``compare_<prompt>_frame0010.png`` with the prompt made file-name safe (it cannot leave the folder)."""
-    from flowlens.io._files import safe_name
+    from flowlens.io.files import safe_name
 
     text = os.fspath(output)
     path = Path(text)

@@ -1,10 +1,11 @@
 """``flowlens demo``: generate a successful and a failed episode and run every command on them.
 
 With the embedded model (``builtin:tabletop``, from ``flowlens.tasks``) the episodes come from its
-own ``generate_demo_episodes``. Without it, the demo draws a small tabletop scene itself (a red
-bowl, a plate, a green block, a gripper that carries the bowl onto the plate — or misses it) and
-uses *synthetic attention* (``flowlens.pipeline.backends.SyntheticBackend``): the figures then show
-what flowlens draws, not what any trained policy attends to, and the demo says so.
+own ``generate_demo_episodes``. Without it, the demo writes base-camera MP4 rollouts of the same
+tabletop task (its expert and renderer: the robot carries the named object onto the target — or
+picks the look-alike distractor) and uses *synthetic attention*
+(``flowlens.pipeline.backends.SyntheticBackend``): the figures then show what flowlens draws, not
+what any trained policy attends to, and the demo says so.
 
 Writes under the output folder::
 
@@ -28,82 +29,37 @@ import numpy as np
 
 from flowlens.errors import FlowlensError
 
-DEMO_PROMPT = "pick up the red bowl and place it on the plate"
 NUM_FRAMES = 40
-SIZE = 224
 
 
-# ---- a synthetic tabletop episode ----------------------------------------------------------------
-def _disc(yy, xx, cy, cx, r):
-    return (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+# ---- the episodes -------------------------------------------------------------------------------
+def synthetic_episode(success: bool, seed: int = 0, frames: int = NUM_FRAMES) -> tuple[str, np.ndarray]:
+    """The tabletop task's expert doing its prompt (or picking the look-alike distractor instead),
+    drawn by the task's renderer (``flowlens.tasks.tabletop.render``), as a base-camera rollout.
 
+    Returns:
+      (prompt, uint8 [min(frames, T), 144, 192, 3] evenly spaced frames of the T-frame episode).
+    """
+    from flowlens.tasks.tabletop import run_expert
+    from flowlens.tasks.tabletop.episodes import failure_scene
 
-def draw_scene(bowl: tuple[float, float], gripper: tuple[float, float], closed: bool, rng) -> np.ndarray:
-    """One 224×224 RGB frame: wall, wooden table, plate, green block, red bowl, gripper."""
-    yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float32)
-    img = np.empty((SIZE, SIZE, 3), np.float32)
-    img[:] = (118, 128, 140)  # wall
-    table = yy > 58
-    wood = np.array([176, 132, 88], np.float32) * (0.92 + 0.08 * np.sin(yy / 7.0))[..., None]
-    img[table] = wood[table]
-    img[table & (np.abs((yy - 58) % 34 - 17) < 0.7)] *= 0.85  # plank seams
-    plate = (((yy - 168) / 22.0) ** 2 + ((xx - 160) / 34.0) ** 2) < 1.0
-    img[plate] = (236, 236, 232)
-    img[(((yy - 168) / 15.0) ** 2 + ((xx - 160) / 24.0) ** 2) < 1.0] = (220, 220, 214)
-    block = (np.abs(yy - 150) < 13) & (np.abs(xx - 62) < 13)
-    img[block] = (60, 150, 70)
-    by, bx = bowl
-    img[_disc(yy, xx, by, bx, 17)] = (150, 30, 28)
-    img[_disc(yy, xx, by - 2, bx, 11)] = (200, 48, 40)
-    gy, gx = gripper
-    arm = (np.abs(xx - gx) < 5) & (yy < gy - 10)
-    img[arm] = (70, 72, 78)
-    palm = (np.abs(xx - gx) < 16) & (np.abs(yy - (gy - 10)) < 4)
-    img[palm] = (55, 57, 62)
-    gap = 9 if closed else 15
-    for side in (-1, 1):
-        finger = (np.abs(xx - (gx + side * gap)) < 3) & (yy > gy - 10) & (yy < gy + 8)
-        img[finger] = (45, 47, 52)
-    img += rng.normal(0, 2.0, img.shape).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def synthetic_episode(success: bool, seed: int = 0, frames: int = NUM_FRAMES) -> list[np.ndarray]:
-    """Frames of the gripper reaching the bowl and carrying it onto the plate (or missing it)."""
-    rng = np.random.default_rng(seed + (0 if success else 1))
-    bowl0, plate = np.array([118.0, 92.0]), np.array([160.0, 160.0])
-    home = np.array([40.0, 120.0])
-    reach_target = bowl0 if success else bowl0 + np.array([6.0, -30.0])  # the failure grasps beside the bowl
-    out, bowl, closed = [], bowl0.copy(), False
-    third = frames // 3
-    for t in range(frames):
-        if t < third:
-            a = t / max(third - 1, 1)
-            g = home + a * (reach_target - home)
-        elif t < 2 * third:
-            closed = True
-            a = (t - third) / max(third - 1, 1)
-            g = reach_target + a * (plate - reach_target - np.array([0.0, 0.0]))
-            if success:
-                bowl = g.copy()
-        else:
-            closed = t < 2 * third + 3
-            g = plate + (t - 2 * third) * np.array([-3.0, 0.0])
-        out.append(draw_scene(tuple(bowl), tuple(g), closed, rng))
-    return out
+    scene, wrong = failure_scene(seed)
+    video = run_expert(scene, picked=None if success else wrong).frames["base_0_rgb"]
+    idx = np.unique(np.linspace(0, len(video) - 1, frames).round().astype(int))
+    return scene.prompt, video[idx]
 
 
 def _synthetic_episodes(folder: Path, seed: int, frames: int = NUM_FRAMES):
-    from flowlens.io._files import safe_name
+    from flowlens.io.files import safe_name
     from flowlens.io.sources import open_episode, write_video
 
     videos = folder
     videos.mkdir(parents=True, exist_ok=True)
-    name = safe_name(DEMO_PROMPT)
     paths = {}
     for ok in (True, False):
-        path = videos / f"rollout_{name}_{'success' if ok else 'failure'}.mp4"
-        write_video(path, synthetic_episode(ok, seed, frames), fps=10)
+        prompt, video = synthetic_episode(ok, seed, frames)
+        path = videos / f"rollout_{safe_name(prompt)}_{'success' if ok else 'failure'}.mp4"
+        write_video(path, video, fps=10)
         paths[ok] = path
     return open_episode(paths[True]), open_episode(paths[False])
 

@@ -54,7 +54,7 @@ def _fingerprint(spec: AnalysisSpec, backend_name: str, seed: int, prompt: str, 
 
 def episode_folder(out_dir: str | os.PathLike, name: str) -> Path:
     """``<out_dir>/<episode name>``, the name made file-name safe; it can never leave ``out_dir``."""
-    from flowlens.io._files import safe_name
+    from flowlens.io.files import safe_name
 
     root = Path(out_dir)
     folder = root / safe_name(name, fallback="episode")
@@ -64,7 +64,7 @@ def episode_folder(out_dir: str | os.PathLike, name: str) -> Path:
 
 
 def _save_scores(path: Path, scores: np.ndarray, layers, layout: TokenLayout, fingerprint: str, focus: int) -> None:
-    from flowlens.io._files import atomic_write
+    from flowlens.io.files import atomic_write
 
     with atomic_write(path) as f:
         np.savez(
@@ -96,7 +96,7 @@ def _load_scores(path: Path, fingerprint: str):
 
 
 def _clean_temps(folder: Path) -> None:
-    from flowlens.io._files import remove_stale_temps
+    from flowlens.io.files import remove_stale_temps
 
     remove_stale_temps(folder)
 
@@ -212,7 +212,7 @@ def run_episode(
         "frame_files": files,
         "episode_files": {k: str(v) for k, v in written.items()},
     }
-    from flowlens.io._files import write_json_atomic
+    from flowlens.io.files import write_json_atomic
 
     write_json_atomic(out / "episode.json", summary)
     return summary

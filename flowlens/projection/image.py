@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from flowlens.core.layout import ImageSegment, TokenLayout
+from flowlens.core.layout import TokenLayout
+from flowlens.core.segments import ImageSegment
 from flowlens.errors import FlowlensError, unknown_name_error
 
 

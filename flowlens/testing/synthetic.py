@@ -1,32 +1,36 @@
-"""Synthetic captures with the exact Pi0 / Pi0.5 LIBERO layouts and realistic masks.
+"""Synthetic captures: the one generator of structured random attention, with openpi's masks.
 
-For tests, benchmarks and notebooks that must run without a model. Attention is a softmax of
-random logits under openpi's block-causal mask, computed the way openpi computes it (masked logits
-set to -2.38e38, so a fully masked query row comes out uniform: the garbage TokenGraph removes),
-with the structure real VLA attention has: sink tokens (BOS, "\\n") that grow with depth, a few
-"object" patches the action tokens prefer, head-specific preferences, local image attention, and
-suffix attention that drifts over denoising steps.
+For tests, benchmarks, notebooks and the CLI's ``--checkpoint synthetic`` backend, which must run
+without a model. Attention is a softmax of random logits under openpi's block-causal mask,
+computed the way openpi computes it: masked logits set to -2.3819763e38 (``MASK_VALUE``, openpi's
+``gemma`` constant) and a float32 softmax, so a fully masked query row comes out uniform over all
+keys — the garbage TokenGraph removes. On top of the noise the logits carry the structure real
+VLA attention has: sink tokens (BOS, "\\n") that grow with depth, "visual" heads (the first half)
+whose state / action queries prefer the salient patches (``key_preference``) more and more over
+the denoising steps, "text" heads (the second half) that read a few prompt words, image patches
+that attend to their neighbours, and a local band between action tokens.
+
+``structured_capture`` is the generator; ``synthetic_capture`` gives it a LIBERO (or toy) layout
+and a few random "object" patches, and ``flowlens.pipeline.backends.SyntheticBackend`` gives it a
+frame's layout and patch saliency. Every pass draws from its own random stream
+(``[*stream, pass]``), so a pass is the same whatever else is recorded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from flowlens.core.capture import AttentionPass, Capture, PassKind
-from flowlens.core.layout import (
-    ActionSegment,
-    ImageSegment,
-    StateSegment,
-    TextSegment,
-    TokenKind,
-    TokenLayout,
-    pi0_layout,
-    pi05_layout,
-    synthetic_pieces,
-)
-from flowlens.errors import unknown_name_error
+from flowlens.core.layout import TokenLayout
+from flowlens.core.openpi_layout import pi05_layout, pi0_layout, synthetic_pieces
+from flowlens.core.segments import ActionSegment, ImageSegment, StateSegment, TextSegment, TokenKind
+from flowlens.errors import FlowlensError, unknown_name_error
 
-MASK_VALUE = -2.3819763e38  # openpi's big negative logit for masked entries.
+MASK_VALUE = -2.3819763e38  # openpi's big negative logit for masked entries (gemma.py).
+NOISE_RANK = 16  # rank of the random query · key logits
 VARIANTS = ("pi0", "pi05", "toy")
 
 
@@ -52,50 +56,157 @@ def toy_layout(prompt: str = "pick the red bowl", *, masked_camera: bool = True,
 
 def masked_softmax(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """openpi's attention softmax: masked logits → -2.38e38, float32 softmax over the last axis."""
-    x = np.where(mask, logits, np.float32(MASK_VALUE)).astype(np.float32)
+    x = np.where(mask, logits, np.float32(MASK_VALUE)).astype(np.float32, copy=False)
     x -= x.max(axis=-1, keepdims=True)
     np.exp(x, out=x)
     x /= x.sum(axis=-1, keepdims=True)
     return x
 
 
-def _structured_logits(rng: np.random.Generator, layout: TokenLayout, rows: np.ndarray, num_layers: int,
-                       num_heads: int, *, sharpness: float, object_patches: np.ndarray,
-                       step_drift: float = 0.0) -> np.ndarray:
-    """Logits [layer, head, query(rows), key(all n)] with sinks, object patches and head roles."""
-    n = layout.n
-    q = rows.size
-    logits = rng.standard_normal((num_layers, num_heads, q, n), dtype=np.float32) * np.float32(sharpness)
-    groups = layout.groups()
-    depth = np.linspace(0.0, 1.0, num_layers, dtype=np.float32)[:, None, None, None]
-    for sink in ("bos", "newline"):
-        if sink in groups:
-            logits[..., groups[sink]] += np.float32(1.5) + np.float32(4.0) * depth
-    kinds = layout.kinds[rows]
-    is_suffix_q = (kinds == "action") | (kinds == "state")
-    if object_patches.size:
-        boost = np.zeros((1, num_heads, q, 1), dtype=np.float32)
-        boost[0, : num_heads // 2, is_suffix_q, 0] = 3.0 + step_drift
-        logits[..., object_patches] += boost
-    if "words" in groups:
-        text_heads = slice(num_heads // 2, num_heads)
-        logits[:, text_heads, :, groups["words"]] += np.float32(1.0)
-    logits += _image_locality(layout, rows)[None, None]
+def _noise(rng: np.random.Generator, shape: tuple[int, int], rows: int, keys: int, sharpness: float) -> np.ndarray:
+    """float32 [layer, head, rows, keys] random logits of std ``sharpness``: rank-16 query · key products
+    (4× cheaper than i.i.d. normals per entry; one BLAS thread, as many small products only contend)."""
+    u = rng.standard_normal((*shape, rows, NOISE_RANK), dtype=np.float32)
+    v = rng.standard_normal((*shape, NOISE_RANK, keys), dtype=np.float32)
+    with threadpool_limits(1, user_api="blas"):
+        logits = u @ v
+    logits *= np.float32(sharpness / np.sqrt(NOISE_RANK))
     return logits
 
 
-def _image_locality(layout: TokenLayout, rows: np.ndarray) -> np.ndarray:
-    """float32 [query, key] bias: image patches prefer their 8 neighbours (as ViT features do)."""
-    bias = np.zeros((rows.size, layout.n), dtype=np.float32)
-    for cam in layout.cameras:
-        q_in = (rows >= cam.start) & (rows < cam.stop)
-        if not q_in.any():
-            continue
-        qr, qc = np.divmod(rows[q_in] - cam.start, cam.grid[1])
-        kr, kc = np.divmod(np.arange(cam.size), cam.grid[1])
-        near = (np.abs(qr[:, None] - kr[None]) <= 1) & (np.abs(qc[:, None] - kc[None]) <= 1)
-        bias[np.ix_(np.flatnonzero(q_in), cam.indices)] = np.where(near, np.float32(2.5), np.float32(0.0))
-    return bias
+class _Structure:
+    """The deterministic part of the logits of one capture (see the module docstring)."""
+
+    def __init__(self, layout: TokenLayout, num_layers: int, num_heads: int, num_steps: int,
+                 key_preference: np.ndarray, word_preference: np.ndarray):
+        self.layout, self.num_steps = layout, num_steps
+        self.groups = layout.groups()
+        self.depth = np.linspace(0.0, 1.0, num_layers, dtype=np.float32)[:, None, None, None]
+        self.visual = np.zeros((num_heads, 1, 1), np.float32)
+        self.visual[: num_heads // 2] = 1.0  # "visual" heads; the others read the prompt
+        self.key_pref, self.word_pref = key_preference, word_preference
+        self.cell = np.full((layout.n, 3), -1000, np.int64)  # (camera, row, col) of image tokens
+        for ci, cam in enumerate(layout.cameras):
+            r, c = np.divmod(np.arange(cam.size), cam.grid[1])
+            self.cell[cam.start : cam.stop] = np.stack([np.full(cam.size, ci), r, c], axis=1)
+
+    def sinks(self, keys: np.ndarray) -> np.ndarray:
+        b = np.zeros((self.depth.shape[0], 1, 1, keys.size), np.float32)
+        for sink, strength in (("bos", 2.0), ("newline", 1.2)):
+            if sink in self.groups:
+                b[..., np.isin(keys, self.groups[sink])] += strength * (1.0 + 3.0 * self.depth)
+        return b
+
+    def prefix(self, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Image queries read their own neighbourhood and, a little, the preferred patches."""
+        cr, ck = self.cell[rows][:, None, :], self.cell[keys][None, :, :]
+        same_cam = (cr[..., 0] == ck[..., 0]) & (cr[..., 0] >= 0)
+        dist = np.abs(cr[..., 1:] - ck[..., 1:]).max(axis=-1)
+        local = np.where(same_cam, np.where(dist == 0, 2.0, np.where(dist == 1, 1.0, 0.0)), 0.0)
+        salient = np.where(cr[..., 0] >= 0, 0.2 * self.key_pref[keys][None, :], 0.0)
+        return self.sinks(keys) + 0.3 * self.word_pref[keys] + (local + salient).astype(np.float32)
+
+    def suffix(self, step: int, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """State / action queries: visual heads follow the preferred patches (more as t → 0),
+        text heads the preferred words, actions their neighbours in the chunk."""
+        grow = np.float32(0.6 + 0.4 * step / self.num_steps)
+        vis = self.visual * grow * self.key_pref[keys] * (0.4 + self.depth)
+        txt = (1.0 - self.visual) * 0.9 * self.word_pref[keys]
+        b = self.sinks(keys) + vis + txt
+        act = self.layout.actions
+        if act is not None:
+            ra, ka = rows - act.start, keys - act.start
+            band = (ra[:, None] >= 0) & (ka[None, :] >= 0) & (ka[None, :] < act.size)
+            b = b + np.where(band, 1.5 - 0.25 * np.abs(ra[:, None] - ka[None, :]), 0.0).astype(np.float32)
+        return b
+
+
+def structured_capture(
+    layout: TokenLayout,
+    *,
+    num_layers: int,
+    num_heads: int,
+    num_steps: int,
+    steps: Sequence[int] | None = None,
+    prefix: bool = True,
+    rows: str = "all",
+    key_preference: np.ndarray | None = None,
+    sharpness: float = 1.0,
+    head_reduction: str | None = None,
+    stream: Sequence[int] = (0,),
+    actions: np.ndarray | None = None,
+    model: str = "synthetic",
+    metadata: dict | None = None,
+) -> Capture:
+    """Structured random attention over ``layout`` in openpi's pass structure (the one generator).
+
+    Args:
+      layout: the token layout (masks, blocks, cameras, groups).
+      num_layers, num_heads: model depth and query heads.
+      num_steps: denoising steps of the flow (step s has time 1 - s / num_steps).
+      steps: the steps recorded (default: all ``num_steps``).
+      prefix: record the prefix pass.
+      rows: "all" (every query row; fully masked rows are uniform, as openpi's softmax makes them)
+        or "valid" (only rows of valid tokens, as flowlens records for analyses).
+      key_preference: float32 [n], how much each key draws the visual heads' state / action
+        queries (e.g. patch saliency); default none.
+      sharpness: std of the random part of the logits (higher = more peaked attention).
+      head_reduction: None (all heads) or "mean" (store the fused head only).
+      stream: seeds of the random streams (pass p draws from ``default_rng([*stream, p])``).
+      actions, model, metadata: passed to the Capture.
+    Returns:
+      Capture whose passes hold float32 [layer, head (1 when fused), rows, keys] probabilities.
+    """
+    if rows not in ("all", "valid"):
+        raise unknown_name_error("rows", rows, ("all", "valid"))
+    if head_reduction not in (None, "mean"):
+        raise FlowlensError(f"head_reduction must be None or 'mean', got {head_reduction!r}.")
+    steps = tuple(range(num_steps)) if steps is None else tuple(int(s) for s in steps)
+    n, p_len, valid = layout.n, layout.prefix_len, layout.valid
+    pref = np.zeros(n, np.float32) if key_preference is None else np.asarray(key_preference, np.float32)
+    word_pref = np.zeros(n, np.float32)
+    if "words" in layout.groups():  # a fixed per-prompt preference for some words
+        words = layout.groups()["words"]
+        word_pref[words] = 1.0 + np.random.default_rng([*stream, 0]).gamma(1.5, 0.8, words.size)
+    structure = _Structure(layout, num_layers, num_heads, num_steps, pref, word_pref)
+    mask = layout.attention_mask()
+    shape = (num_layers, num_heads)
+
+    def probs(pass_rows: np.ndarray, key_count: int, bias, pass_id: int) -> np.ndarray:
+        keys = np.flatnonzero(valid[:key_count])
+        live = pass_rows[valid[pass_rows]]
+        rng = np.random.default_rng([*stream, pass_id])
+        logits = _noise(rng, shape, live.size, keys.size, sharpness)
+        logits += bias(live, keys)
+        # Invalid keys are masked for valid rows: their probability is exactly 0 in openpi's softmax.
+        probs = masked_softmax(logits, mask[np.ix_(live, keys)])
+        if head_reduction == "mean":
+            probs = probs.mean(axis=1, keepdims=True)
+        out = np.zeros((*probs.shape[:3], key_count), np.float32)
+        out[..., keys] = probs
+        if live.size < pass_rows.size:  # fully masked rows: uniform over every key, as openpi's softmax
+            every = np.full((*probs.shape[:2], pass_rows.size, key_count), np.float32(1.0 / key_count), np.float32)
+            every[:, :, valid[pass_rows]] = out
+            out = every
+        return out
+
+    def query_rows(lo: int, hi: int) -> np.ndarray:
+        r = np.arange(lo, hi)
+        return r if rows == "all" else r[valid[r]]
+
+    layers = tuple(range(num_layers))
+    passes = []
+    if prefix:
+        r = query_rows(0, p_len)
+        passes.append(AttentionPass(PassKind.PREFIX, probs(r, p_len, structure.prefix, 1), layers, r,
+                                    head_reduction=head_reduction))
+    r = query_rows(p_len, n)
+    for s in steps:
+        passes.append(AttentionPass(
+            PassKind.SUFFIX, probs(r, n, lambda q, k, s=s: structure.suffix(s, q, k), 2 + s), layers, r,
+            step=s, time=1.0 - s / num_steps, head_reduction=head_reduction))
+    return Capture(layout=layout, num_layers=num_layers, num_heads=num_heads, passes=tuple(passes),
+                   actions=actions, model=model, metadata=dict(metadata or {}))
 
 
 def synthetic_capture(
@@ -121,7 +232,13 @@ def synthetic_capture(
       layout: use this layout instead of the variant's.
       head_reduction: None (all heads) or "mean" (store the fused head only, to save memory).
     Returns:
-      Capture whose prefix pass has all prefix rows and whose suffix passes have all suffix rows.
+      Capture whose prefix pass has all prefix rows and whose suffix passes have all suffix rows;
+      the visual heads prefer a few random "object" patches of the first camera
+      (``metadata["object_patches"]``).
+
+    >>> cap = synthetic_capture("toy", num_layers=2, num_heads=2, num_steps=3)
+    >>> cap.layout.n, cap.num_steps, cap.prefix.probs.shape
+    (20, 3, (2, 2, 16, 16))
     """
     if layout is None:
         makers = {"pi0": lambda: pi0_layout(prompt), "pi05": lambda: pi05_layout(prompt),
@@ -130,37 +247,16 @@ def synthetic_capture(
             raise unknown_name_error("variant", variant, VARIANTS)
         layout = makers[variant]()
     rng = np.random.default_rng(seed)
-    mask = layout.attention_mask()
-    p_len, n = layout.prefix_len, layout.n
     cam = layout.cameras[0]
     object_patches = cam.start + rng.choice(cam.size, size=max(1, cam.size // 64), replace=False)
-    layers = tuple(range(num_layers))
-
-    def reduce(probs):
-        return probs.mean(axis=1, keepdims=True) if head_reduction == "mean" else probs
-
-    prefix_rows = np.arange(p_len)
-    logits = _structured_logits(rng, layout, prefix_rows, num_layers, num_heads, sharpness=sharpness,
-                                object_patches=object_patches)[..., :p_len]
-    prefix = AttentionPass(PassKind.PREFIX, reduce(masked_softmax(logits, mask[:p_len, :p_len])), layers,
-                           prefix_rows, head_reduction=head_reduction)
-    del logits
-    passes = [prefix]
-    suffix_rows = np.arange(p_len, n)
-    base = _structured_logits(rng, layout, suffix_rows, num_layers, num_heads, sharpness=sharpness,
-                              object_patches=object_patches)
-    for s in range(num_steps):
-        t = 1.0 - s / num_steps
-        drift = rng.standard_normal(base.shape, dtype=np.float32) * np.float32(0.3 * sharpness)
-        step_logits = base + drift
-        step_logits[..., object_patches] += np.float32(2.0 * (1.0 - t))
-        passes.append(AttentionPass(PassKind.SUFFIX, reduce(masked_softmax(step_logits, mask[p_len:])), layers,
-                                    suffix_rows, step=s, time=t, head_reduction=head_reduction))
+    preference = np.zeros(layout.n, np.float32)
+    preference[object_patches] = 3.0
     horizon = layout.actions.size if layout.actions is not None else 0
     actions = rng.standard_normal((horizon, 7)).astype(np.float32)
-    return Capture(layout=layout, num_layers=num_layers, num_heads=num_heads, passes=tuple(passes),
-                   actions=actions, model="synthetic",
-                   metadata={"prompt": prompt, "seed": seed, "object_patches": object_patches.tolist()})
+    return structured_capture(
+        layout, num_layers=num_layers, num_heads=num_heads, num_steps=num_steps, key_preference=preference,
+        sharpness=sharpness, head_reduction=head_reduction, stream=(seed,), actions=actions,
+        metadata={"prompt": prompt, "seed": seed, "object_patches": object_patches.tolist()})
 
 
 def joint_attention(layout: TokenLayout, *, seed: int = 0, num_layers: int = 4, num_heads: int = 2,

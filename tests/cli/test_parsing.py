@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flowlens.cli.main import rewrite_mode
-from flowlens.core.layout import pi0_layout, pi05_layout
+from flowlens.core.openpi_layout import pi05_layout, pi0_layout
 from flowlens.errors import FlowlensError
 from flowlens.pipeline.compare import compare_paths
 from flowlens.pipeline.episode import episode_folder

@@ -96,3 +96,24 @@ def test_permuting_heads_does_not_change_mean_fusion(seed):
     a = TokenGraph.from_attention(lay, joint).attention
     b = TokenGraph.from_attention(lay, joint[:, perm]).attention
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("heads", ["mean", "max", "min", 1])
+def test_graph_and_flow_fuse_heads_identically(heads):
+    # issue 13: one fusion for TokenGraph and attention flow, so the two routes give the same numbers.
+    from flowlens.analysis.flow import flow_capacities
+    from flowlens.core.graph import fuse_heads
+
+    lay = toy_layout()
+    joint = joint_attention(lay, num_layers=3, num_heads=3, seed=4)  # float32, as captures are
+    graph = TokenGraph.from_attention(lay, joint, heads=heads)
+    flow = flow_capacities(joint, heads=heads, residual=None, renormalize=False, valid=lay.valid)
+    assert flow.dtype == np.float64
+    np.testing.assert_array_equal(flow, graph.attention.astype(np.float64))
+    kept = TokenGraph.from_attention(lay, joint, heads="keep")
+    np.testing.assert_array_equal(kept.fused(heads).attention, graph.attention)
+    # a float64 input is fused in float64 (no rounding to float32 on the flow route)
+    wide = joint.astype(np.float64) / 3.0
+    np.testing.assert_array_equal(flow_capacities(wide, heads="mean", residual=None, renormalize=False),
+                                  np.mean(wide, axis=1))
+    assert fuse_heads(joint, "mean").dtype == np.float32

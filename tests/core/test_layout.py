@@ -4,7 +4,8 @@ import pytest
 from flowlens import FlowlensError
 from flowlens.core import TokenKind, pi0_layout, pi05_layout
 from flowlens.core.frame import FrameTransform
-from flowlens.core.layout import TextSegment, TokenLayout
+from flowlens.core.layout import TokenLayout
+from flowlens.core.segments import TextSegment
 from flowlens.testing import toy_layout
 
 

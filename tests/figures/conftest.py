@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 
 from flowlens import TokenGraph, rollout  # noqa: E402
 from flowlens.core.frame import FrameTransform  # noqa: E402
-from flowlens.core.layout import pi0_layout  # noqa: E402
+from flowlens.core.openpi_layout import pi0_layout  # noqa: E402
 from flowlens.testing import synthetic_capture  # noqa: E402
 
 

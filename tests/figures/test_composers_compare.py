@@ -123,7 +123,7 @@ def test_compare_outcomes(data):
 
 
 def test_compare_needs_same_prompt(data):
-    from flowlens.core.layout import pi0_layout
+    from flowlens.core.openpi_layout import pi0_layout
 
     other = pi0_layout("open the drawer")
     with pytest.raises(FlowlensError, match="share the prompt"):

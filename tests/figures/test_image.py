@@ -42,7 +42,7 @@ def test_overlay_on_model_input_is_blocky_and_model_sized(data):
 
 def test_rotation_is_undone_on_the_frame():
     """A hot patch in the model's top-left corner lies in the frame's bottom-right when rotated 180°."""
-    from flowlens.core.layout import pi0_layout
+    from flowlens.core.openpi_layout import pi0_layout
 
     layout = pi0_layout(transforms=[FrameTransform((224, 224), (224, 224), True)] + [FrameTransform()] * 2)
     seg = layout.cameras[0]

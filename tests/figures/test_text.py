@@ -29,7 +29,7 @@ def test_word_bars_words_then_sinks_on_their_own_axis(data):
 
 def test_word_bars_merges_pieces():
     """The synthetic tokenizer splits words longer than 5 letters in two pieces; a bar sums them."""
-    from flowlens.core.layout import pi0_layout
+    from flowlens.core.openpi_layout import pi0_layout
 
     layout = pi0_layout("pick up the orange bowl")
     text = layout.text

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from flowlens.core.capture import Capture, make_capture
-from flowlens.core.layout import pi0_layout
+from flowlens.core.openpi_layout import pi0_layout
 
 
 def small_layout(prompt: str = "put the bowl on the plate"):

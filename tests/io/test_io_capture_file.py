@@ -154,7 +154,7 @@ def test_fused_and_row_subset_passes_round_trip(tmp_path, random_capture, assert
 
 
 def test_check_format_literal_messages():
-    from flowlens.io._files import check_format
+    from flowlens.io.files import check_format
 
     ok = {"magic": "m", "format_version": 2}
     check_format(ok, key="magic", magic="m", version=2, what="thing", where="/a/b")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from flowlens.core.capture import PassKind
-from flowlens.core.layout import pi0_layout
+from flowlens.core.openpi_layout import pi0_layout
 from flowlens.errors import FlowlensError
 from flowlens.io.precision import ERROR_BOUND, PRECISIONS
 from flowlens.io.store import POLICIES, apply_policy, frame_key, open_store, policy_bytes

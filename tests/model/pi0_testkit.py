@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from flowlens.model import CaptureConfig, Observation, Pi0Model, get_config
+from flowlens.model import CaptureConfig, Observation, Pi0Model, get_config, sample_actions
 
 PROMPT_IDS = [2, 1000, 2000, 3000, 4000, 5000, 108]  # <bos>, 5 pieces, "\n"
 
@@ -63,13 +63,13 @@ def noise(name: str = "test_tiny", batch: int = 2, seed: int = 5) -> np.ndarray:
 @functools.cache
 def full_run(name: str = "test_tiny", num_steps: int = 3):
     """sample_actions with everything captured (all layers, rows, heads, steps)."""
-    return model(name).sample_actions(params(name), observation(name), noise=noise(name), num_steps=num_steps,
+    return sample_actions(model(name), params(name), observation(name), noise=noise(name), num_steps=num_steps,
                                       capture=CaptureConfig())
 
 
 @functools.cache
 def plain_run(name: str = "test_tiny", num_steps: int = 3):
-    return model(name).sample_actions(params(name), observation(name), noise=noise(name), num_steps=num_steps)
+    return sample_actions(model(name), params(name), observation(name), noise=noise(name), num_steps=num_steps)
 
 
 # ---- an independent numpy (float64) oracle of the joint forward pass --------------------------

@@ -9,9 +9,9 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import pi0_testkit as kit  # noqa: E402
 
-from flowlens.core.layout import pi0_layout, pi05_layout  # noqa: E402
+from flowlens.core.openpi_layout import pi05_layout, pi0_layout  # noqa: E402
 from flowlens.errors import FlowlensError  # noqa: E402
-from flowlens.model import CaptureConfig, Knockout, sample_with_knockouts  # noqa: E402
+from flowlens.model import CaptureConfig, Knockout, sample_actions, sample_with_knockouts  # noqa: E402
 from flowlens.model.knockout import resolve_knockouts  # noqa: E402
 
 NAME = "test_tiny"
@@ -59,7 +59,7 @@ def test_rows_losing_every_key_are_counted_or_refused():
 def test_knocking_out_nothing_changes_nothing():
     model, params, obs = kit.model(NAME), kit.params(NAME), kit.observation(NAME)
     ref_actions, ref = kit.full_run(NAME)
-    actions, cap = model.sample_actions(params, obs, noise=kit.noise(NAME), num_steps=3,
+    actions, cap = sample_actions(model, params, obs, noise=kit.noise(NAME), num_steps=3,
                                         capture=CaptureConfig(),
                                         knockouts=[])
     np.testing.assert_array_equal(actions, ref_actions)
@@ -79,7 +79,7 @@ def test_knocked_edges_get_zero_and_rows_renormalise():
     ref_actions, ref = kit.full_run(NAME)
     kos = [Knockout("actions", "words", layers=range(9, 18)),
            Knockout("words", "base_0_rgb", layers=[4], heads=[2, 5])]
-    actions, cap = model.sample_actions(params, obs, noise=kit.noise(NAME), num_steps=3,
+    actions, cap = sample_actions(model, params, obs, noise=kit.noise(NAME), num_steps=3,
                                         capture=CaptureConfig(),
                                         knockouts=kos)
     lay = cap.layout
@@ -111,7 +111,7 @@ def test_suffix_knockout_alone_is_exact_at_its_first_layer():
     model, params, obs = kit.model(NAME), kit.params(NAME), kit.observation(NAME)
     _, ref = kit.full_run(NAME)
     ko = Knockout("actions", ["words", "bos"], layers=[9, 10], heads=[0, 7])
-    _, cap = model.sample_actions(params, obs, noise=kit.noise(NAME), num_steps=3, capture=CaptureConfig(),
+    _, cap = sample_actions(model, params, obs, noise=kit.noise(NAME), num_steps=3, capture=CaptureConfig(),
                                   knockouts=ko)
     lay = cap.layout
     p = lay.prefix_len
@@ -132,7 +132,7 @@ def test_row_without_keys_keeps_its_self_edge():
     model, params, obs = kit.model(NAME), kit.params(NAME), kit.observation(NAME)
     lay = kit.full_run(NAME)[1].layout
     everything = list(lay.groups())
-    _, cap = model.sample_actions(params, obs, noise=kit.noise(NAME), num_steps=3, knockouts=Knockout(
+    _, cap = sample_actions(model, params, obs, noise=kit.noise(NAME), num_steps=3, knockouts=Knockout(
         "state", everything, layers=[3]), capture=CaptureConfig(layers=[3], prefix=False, query_rows="state"))
     state = int(lay.select(group="state")[0])
     for step in cap.steps:
@@ -141,7 +141,7 @@ def test_row_without_keys_keeps_its_self_edge():
         assert row.sum() == 8.0
     assert cap.metadata["knockout_emptied_rows"] == 8
     with pytest.raises(FlowlensError, match="remove every key"):
-        model.sample_actions(params, obs, noise=kit.noise(NAME), knockouts=Knockout("state", everything),
+        sample_actions(model, params, obs, noise=kit.noise(NAME), knockouts=Knockout("state", everything),
                              empty_rows="raise")
 
 

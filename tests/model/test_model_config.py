@@ -121,7 +121,7 @@ def test_capture_config_normalises_and_rejects():
         CaptureConfig(layers=[18]).resolve_layers(18)
     with pytest.raises(FlowlensError, match="step 10"):
         CaptureConfig(steps=[10]).resolve_steps(10)
-    from flowlens.core.layout import pi0_layout
+    from flowlens.core.openpi_layout import pi0_layout
     lay = pi0_layout()
     assert list(CaptureConfig(query_rows="actions").resolve_rows(lay)) == list(range(817, 867))
     assert list(CaptureConfig(query_rows=("state", "actions")).resolve_rows(lay)) == list(range(816, 867))

@@ -16,7 +16,7 @@ import pi0_testkit as kit  # noqa: E402
 
 from flowlens.core.capture import PassKind  # noqa: E402
 from flowlens.errors import FlowlensError  # noqa: E402
-from flowlens.model import CaptureConfig, Observation  # noqa: E402
+from flowlens.model import CaptureConfig, Observation, sample_actions  # noqa: E402
 from flowlens.model.pi0 import make_attn_mask, posemb_sincos  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -122,7 +122,7 @@ def test_selective_capture_layers_rows_heads_steps():
     model, params, obs = kit.model(name), kit.params(name), kit.observation(name)
     _, ref = kit.full_run(name)
     cfg = CaptureConfig(layers=[2, 11], steps=(0, 1), query_rows="actions", heads="mean", image_norms=False)
-    actions, cap = model.sample_actions(params, obs, noise=kit.noise(name), num_steps=3, capture=cfg)
+    actions, cap = sample_actions(model, params, obs, noise=kit.noise(name), num_steps=3, capture=cfg)
     np.testing.assert_array_equal(actions, kit.plain_run(name)[0])
     assert cap.prefix is None and cap.num_steps == 2  # action rows do not exist in the prefix pass
     lay = cap.layout
@@ -140,7 +140,7 @@ def test_non_contiguous_steps_and_batch_index():
     name = "test_tiny"
     model, params, obs = kit.model(name), kit.params(name), kit.observation(name)
     cfg = CaptureConfig(steps=(2,), layers=[0], query_rows="state", batch_index=1)
-    _, cap = model.sample_actions(params, obs, noise=kit.noise(name), num_steps=3, capture=cfg)
+    _, cap = sample_actions(model, params, obs, noise=kit.noise(name), num_steps=3, capture=cfg)
     assert [p.step for p in cap.steps] == [2]
     assert cap.step(2).time == pytest.approx(1 / 3)
     assert cap.layout.cameras[2].valid  # element 1 has all cameras
@@ -153,7 +153,7 @@ def test_bfloat16_compute_captures_float32_under_strict_promotion():
     model = kit.model(name, "bfloat16")
     params = jax.tree.map(lambda a: np.asarray(a).astype(jnp.bfloat16), kit.params(name))
     with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
-        actions, cap = model.sample_actions(params, kit.observation(name), noise=kit.noise(name), num_steps=3,
+        actions, cap = sample_actions(model, params, kit.observation(name), noise=kit.noise(name), num_steps=3,
                                             capture=CaptureConfig(layers=[0, 17]))
     assert actions.dtype == np.float32 and np.isfinite(actions).all()
     valid = cap.layout.valid
@@ -173,8 +173,21 @@ def test_observation_errors_name_the_field():
                       state=obs.state, tokenized_prompt=obs.tokenized_prompt,
                       tokenized_prompt_mask=obs.tokenized_prompt_mask)
     with pytest.raises(FlowlensError, match=r"images\['base_0_rgb'\]"):
-        model.sample_actions(params, bad, noise=kit.noise(name))
+        sample_actions(model, params, bad, noise=kit.noise(name))
     with pytest.raises(FlowlensError, match="noise=.*or rng"):
-        model.sample_actions(params, obs)
+        sample_actions(model, params, obs)
     with pytest.raises(FlowlensError, match="batch_index 2"):
-        model.sample_actions(params, obs, noise=kit.noise(name), capture=CaptureConfig(batch_index=2))
+        sample_actions(model, params, obs, noise=kit.noise(name), capture=CaptureConfig(batch_index=2))
+
+
+def test_the_model_does_not_import_the_sampler():
+    # issue 12: the arrow runs one way (sampler → pi0); sampling is flowlens.model.sample_actions.
+    import ast
+
+    import flowlens.model.pi0 as pi0
+
+    tree = ast.parse(pathlib.Path(pi0.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "flowlens.model.sampler" not in imported and "flowlens.model.knockout" in imported
+    assert not hasattr(pi0.Pi0Model, "sample_actions")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from flowlens.core.layout import pi0_layout
+from flowlens.core.openpi_layout import pi0_layout
 from flowlens.errors import FlowlensError
 from flowlens.model.tokenizer import (
     PaligemmaTokenizer,

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from flowlens import FlowlensError, word_scores
-from flowlens.core.layout import ActionSegment, TextSegment, TokenKind, TokenLayout
+from flowlens.core.layout import TokenLayout
+from flowlens.core.segments import ActionSegment, TextSegment, TokenKind
 
 
 def tiny_layout():

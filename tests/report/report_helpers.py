@@ -3,7 +3,7 @@
 import numpy as np
 
 from flowlens.core.frame import FrameTransform
-from flowlens.core.layout import pi0_layout
+from flowlens.core.openpi_layout import pi0_layout
 from flowlens.report import ReportFrame, with_head_mean
 
 

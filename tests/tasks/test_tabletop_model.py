@@ -62,6 +62,7 @@ def test_load_builtin_matches_the_code_config():
 @pytest.fixture(scope="module")
 def held_out_results():
     from flowlens.model.pi0 import Pi0Model
+    from flowlens.model.sampler import sample_actions
     from flowlens.tasks.tabletop.evaluate import evaluate_policy, held_out_cases
 
     config, params, tok = load_builtin("tabletop")
@@ -93,6 +94,7 @@ def test_builtin_model_follows_the_prompt(held_out_results):
 def test_builtin_capture_has_the_tabletop_layout():
     from flowlens.model.capture_config import CaptureConfig
     from flowlens.model.pi0 import Pi0Model
+    from flowlens.model.sampler import sample_actions
     from flowlens.tasks.tabletop.evaluate import held_out_cases
     from flowlens.tasks.tabletop.policy import observe
 
@@ -101,7 +103,7 @@ def test_builtin_capture_has_the_tabletop_layout():
     case = held_out_cases(1, render_frames=True)[0]
     frames = {c: case.episode.frames[c][case.t] for c in config.cameras}
     obs = observe(frames, case.scene.prompt, case.episode.states[case.t], tok, config, stats)
-    actions, cap = Pi0Model(config).sample_actions(
+    actions, cap = sample_actions(Pi0Model(config), 
         params, obs, rng=__import__("jax").random.key(0), capture=CaptureConfig(layers=(17,), heads="mean")
     )
     assert actions.shape == (1, 10, config.action_dim)
@@ -123,6 +125,7 @@ def test_builtin_model_grounds_the_prompt_in_the_image_tokens():
     words does not matter (the named object reaches them through the image tokens)."""
     from flowlens.model.knockout import Knockout
     from flowlens.model.pi0 import Pi0Model
+    from flowlens.model.sampler import sample_actions
     from flowlens.tasks.tabletop.evaluate import evaluate_policy, held_out_cases
 
     config, params, tok = load_builtin("tabletop")

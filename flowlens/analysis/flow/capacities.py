@@ -15,23 +15,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowlens.core.graph import HEAD_FUSIONS, fuse_heads
 from flowlens.errors import FlowlensError, unknown_name_error
 
-HEAD_FUSIONS = ("mean", "max", "min")
+__all__ = ["flow_capacities", "fuse_heads", "prune_capacities", "residual_capacities"]
+
+FLOW_FUSIONS = HEAD_FUSIONS[:-1]  # "mean", "max", "min": flow needs one fused layer ("keep" is not one)
 
 
-def fuse_heads(attention: np.ndarray, heads: str | int = "mean") -> np.ndarray:
-    """Fuse the head axis of ``[layer, head, query, key]`` attention.
+def _flow_fused(attention: np.ndarray, heads: str | int) -> np.ndarray:
+    """``fuse_heads`` of ``[layer, head, query, key]`` attention, checked with flow's argument name.
 
-    Args:
-      attention: float [layer, head, query, key].
-      heads: "mean" | "max" | "min" over heads, or an int to keep one head.
-
-    Returns:
-      float64 [layer, query, key].
-
-    Raises:
-      FlowlensError: unknown fusion name or head index out of range.
+    Accumulates in the input's float precision (float32 attention fuses exactly as TokenGraph
+    fuses it), then widens to float64 for the capacities.
     """
     if isinstance(heads, (int, np.integer)) and not isinstance(heads, bool):
         h = attention.shape[1]
@@ -40,13 +36,10 @@ def fuse_heads(attention: np.ndarray, heads: str | int = "mean") -> np.ndarray:
                 f"heads={int(heads)} is out of range: attention has {h} heads "
                 f"(0–{h - 1}); pass a valid head index or 'mean'."
             )
-        return np.asarray(attention[:, int(heads)], dtype=np.float64)
-    if heads not in HEAD_FUSIONS:
-        raise unknown_name_error("heads", str(heads), HEAD_FUSIONS)
-    if heads == "mean":
-        return np.mean(attention, axis=1, dtype=np.float64)
-    op = np.max if heads == "max" else np.min
-    return op(attention, axis=1).astype(np.float64)
+    elif heads not in FLOW_FUSIONS:
+        raise unknown_name_error("heads", str(heads), FLOW_FUSIONS)
+    accumulate = np.result_type(attention.dtype, np.float32)
+    return fuse_heads(attention, heads, axis=1, dtype=accumulate).astype(np.float64, copy=False)
 
 
 def residual_capacities(fused: np.ndarray, residual: float | None = 0.5, *,
@@ -83,7 +76,8 @@ def flow_capacities(attention: np.ndarray, *, heads: str | int = "mean",
 
     Args:
       attention: float [layer, head, n, n], or [layer, n, n] when ``fused`` is True.
-      heads: see :func:`fuse_heads` (ignored when ``fused``).
+      heads: "mean" | "max" | "min" or a head index (see ``flowlens.core.graph.fuse_heads``;
+        ignored when ``fused``).
       residual: r of ``rownorm((1 - r)·A + r·I)``; None/0 for none.
       valid: bool [n] or None; invalid tokens are dropped as rows and columns.
       renormalize: see :func:`residual_capacities`.
@@ -92,7 +86,7 @@ def flow_capacities(attention: np.ndarray, *, heads: str | int = "mean",
     Returns:
       float64 [layer, m, m] with m = number of valid tokens (n when ``valid`` is None).
     """
-    a = attention if fused else fuse_heads(attention, heads)
+    a = attention if fused else _flow_fused(np.asarray(attention), heads)
     if valid is not None:
         keep = np.flatnonzero(valid)
         if keep.size != a.shape[-1]:

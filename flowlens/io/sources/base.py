@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from flowlens.core.frame import FrameTransform
-from flowlens.core.layout import PI0_CAMERAS
+from flowlens.core.openpi_layout import PI0_CAMERAS
 from flowlens.errors import FlowlensError
 
 MODEL_SIZE = (224, 224)

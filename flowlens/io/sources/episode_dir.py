@@ -39,7 +39,16 @@ import numpy as np
 
 from flowlens.core.frame import FrameTransform
 from flowlens.errors import FlowlensError
-from flowlens.io._files import check_format, check_name, dumps_json, inside, read_json, safe_name, write_json_atomic
+from flowlens.io.files import (
+    apply_umask,
+    check_format,
+    check_name,
+    dumps_json,
+    inside,
+    read_json,
+    safe_name,
+    write_json_atomic,
+)
 from flowlens.io.sources.base import MODEL_SIZE, EpisodeSource
 from flowlens.io.sources.video import VideoReader, VideoWriter
 
@@ -91,7 +100,7 @@ class EpisodeWriter:
             raise FlowlensError(f"prompt must be a non-empty string, got {prompt!r}.")
         self.overwrite = overwrite
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        self._tmp = apply_umask(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
         self._desc = {
             "format": EPISODE_MAGIC,
             "format_version": EPISODE_VERSION,

@@ -36,7 +36,7 @@ from PIL import Image, UnidentifiedImageError
 
 from flowlens.core.frame import FrameTransform
 from flowlens.errors import FlowlensError
-from flowlens.io._files import inside, read_json
+from flowlens.io.files import inside, read_json
 from flowlens.io.sources.base import MODEL_SIZE, EpisodeSource
 from flowlens.io.sources.video import VideoReader
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from flowlens.core.frame import FrameTransform
-from flowlens.io._files import safe_name
+from flowlens.io.files import safe_name
 from flowlens.io.sources.base import MODEL_SIZE, EpisodeSource
 from flowlens.io.sources.video import VideoReader
 

@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from flowlens.errors import FlowlensError
+from flowlens.io.files import apply_umask
 
 
 def _video_error(path: Path, err: Exception) -> FlowlensError:
@@ -180,6 +181,7 @@ class VideoWriter:
             self._container.mux(packet)
         self._container.close()
         self._container = None
+        apply_umask(self._tmp)  # mkstemp made it 0600
         os.replace(self._tmp, self.path)
         return self.path
 

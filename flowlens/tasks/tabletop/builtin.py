@@ -17,7 +17,7 @@ Example::
     stats = load_builtin_norm_stats("tabletop")
     obs = make_observation(frames, "put the red cube in the blue bowl", state, tokenizer, config,
                            norm_stats=stats)
-    actions, capture = Pi0Model(config).sample_actions(params, obs, rng=key, capture=CaptureConfig())
+    actions, capture = sample_actions(Pi0Model(config), params, obs, rng=key, capture=CaptureConfig())
 """
 
 from __future__ import annotations

@@ -102,8 +102,13 @@ def write_episode_dir(
     return pathlib.Path(out)
 
 
-def _failure_scene(seed: int):
-    """The first scene from ``seed`` on with a pickable distractor of the source's kind."""
+def failure_scene(seed: int):
+    """The first scene from ``seed`` on with a pickable distractor of the source's kind.
+
+    Returns:
+      (scene, index of the distractor): ``run_expert(scene, picked=index)`` fails the prompt in a
+      way that is easy to confuse with success; ``run_expert(scene)`` succeeds.
+    """
     s = seed
     while True:
         scene = sample_scene(s)
@@ -132,7 +137,7 @@ def generate_demo_episodes(
     """
     out = pathlib.Path(out_dir)
     ok_ep = run_expert(sample_scene(seed))
-    scene, wrong = _failure_scene(seed + 1)
+    scene, wrong = failure_scene(seed + 1)
     bad_ep = run_expert(scene, picked=wrong)
     if not ok_ep.success or bad_ep.success:  # pragma: no cover - guaranteed by the expert
         raise FlowlensError("demo episodes came out with unexpected success flags.")

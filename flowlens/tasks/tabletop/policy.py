@@ -17,6 +17,7 @@ from flowlens.errors import FlowlensError
 from flowlens.model.norm_stats import NormStats, unnormalize
 from flowlens.model.observation import Observation
 from flowlens.model.preprocess import make_observation
+from flowlens.model.sampler import sample_actions
 from flowlens.tasks.tabletop.expert import ACTION_DIM
 
 
@@ -102,7 +103,7 @@ def predict_chunks(
         chunk += [chunk[-1]] * (min(batch_size, n) - m)
         nz = noise[lo : lo + m]
         nz = np.concatenate([nz, np.repeat(nz[-1:], len(chunk) - m, axis=0)])
-        actions, _ = model.sample_actions(params, stack_observations(chunk), noise=nz, knockouts=knockouts)
+        actions, _ = sample_actions(model, params, stack_observations(chunk), noise=nz, knockouts=knockouts)
         out.append(np.asarray(actions)[:m])
     actions = np.concatenate(out)[..., :ACTION_DIM]
     return unnormalize(actions, norm_stats["actions"], quantile=cfg.pi05).astype(np.float32)

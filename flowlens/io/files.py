@@ -1,9 +1,14 @@
-"""Small file helpers shared by flowlens.io: atomic writes, safe names, JSON with numpy scalars.
+"""File helpers for everything flowlens writes: atomic writes under the umask, safe names, JSON.
 
-Everything flowlens writes goes through ``atomic_write``: the bytes land in a temporary file in the
-destination folder (``.<name>.tmp-<random>``), are flushed and fsync'ed, and only then replace
-the destination with ``os.replace`` — so a reader (or a crash) sees either the old file or the
-whole new one, never half of one.
+Everything flowlens writes — captures, stores, result tables, ``scores.npz``, figures, MP4s, HTML
+reports — goes through ``atomic_path`` (or ``atomic_write``, its open-file form): the bytes land
+in a hidden temporary sibling (``.<name>.tmp-<random><suffix>``), are flushed and fsync'ed, and only
+then replace the destination with ``os.replace`` — so a reader (or a crash) sees either the old
+file or the whole new one, never half of one. ``os.replace`` is atomic within one file system,
+which is why the temporary file lives next to the target. The result gets the ordinary
+permissions the process's umask gives a new file (0644 under umask 022), not the 0600 that
+``tempfile`` uses for its temporaries; ``apply_umask`` does the same for writers that manage
+their own temporaries (video files, episode folders).
 """
 
 from __future__ import annotations
@@ -24,27 +29,89 @@ from flowlens.errors import FlowlensError
 TMP_MARK = ".tmp-"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
+__all__ = ["apply_umask", "atomic_path", "atomic_write", "check_format", "check_name", "dumps_json", "inside",
+           "read_json", "remove_stale_temps", "safe_name", "write_json_atomic"]
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path`` atomically.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+def current_umask() -> int:
+    """The process's umask (read from /proc where it can be; else set and restored at once)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike) -> Path:
+    """Give ``path`` the permissions a new file (0666) or folder (0777) gets under the umask.
+
+    ``tempfile.mkstemp`` / ``mkdtemp`` create 0600 / 0700 entries; a result renamed from one
+    would keep them. Returns the path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~current_umask())
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, parents: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path``, else delete it.
+
+    The temporary name keeps the suffix of ``path`` (``.a.png.tmp-XXXX.png``) so writers that infer
+    the format from the extension still work. The file that appears has the umask's permissions.
+
+    Args:
+      path: the destination file.
+      parents: create missing parent folders (else a missing folder is an error).
+    Raises:
+      FlowlensError: ``path`` is a directory, or its folder does not exist (and ``parents`` is False).
+
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with atomic_path(d / "a.txt") as tmp:
+        ...     _ = tmp.write_text("done")
+        >>> (d / "a.txt").read_text()
+        'done'
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir():
+        raise FlowlensError(
+            f"output path {str(path)!r} is a directory; give a file name such as "
+            f"{str(path / 'figure.png')!r}."
+        )
+    parent = path.parent if str(path.parent) else Path(".")
+    if parents:
+        parent.mkdir(parents=True, exist_ok=True)
+    elif not parent.is_dir():
+        raise FlowlensError(
+            f"the directory of the output path {str(path)!r} does not exist; create {str(parent)!r} first."
+        )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", suffix=path.suffix, dir=parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    _fsync_dir(parent)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """``atomic_path`` as an open file (``mode`` "wb" or "w"), flushed and fsync'ed before the rename.
+
+    Missing parent folders are created. On an exception ``path`` is left untouched.
+    """
+    with atomic_path(path, parents=True) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:
