@@ -19,7 +19,7 @@ import numpy as np
 
 from flowlens.analysis.heads import HeadStats, head_stats
 from flowlens.errors import FlowlensError, unknown_name_error
-from flowlens.projection.image import camera_segment
+from flowlens.core.patches import camera_segment
 
 SCALES = ("grid", "layer")
 

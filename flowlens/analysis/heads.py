@@ -33,9 +33,7 @@ from flowlens.analysis.rows import key_positions
 from flowlens.analysis.rows import query_tokens as query_tokens
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
-from flowlens.projection import patch_grid, word_scores
-from flowlens.projection.image import camera_segment
-from flowlens.projection.text import WordScores
+from flowlens.core.patches import camera_segment, patch_grid
 
 SINK_GROUPS = ("bos", "newline")
 _TINY = np.float32(1e-30)  # x·log(x + tiny) is 0 at x = 0 and exact elsewhere in float32
@@ -128,9 +126,10 @@ class HeadStats:
         [rows, cols] of one layer/head). NaN for a masked camera."""
         return patch_grid(self._pick(self.token_mass(), layer, head), self.layout, camera)
 
-    def word_scores(self, *, layer: int, head: int) -> WordScores:
-        """The head's mass per prompt word, with the BOS / "\\n" sink mass in ``specials``."""
-        return word_scores(self._pick(self.token_mass(), layer, head), self.layout)
+    def head_mass(self, *, layer: int, head: int) -> np.ndarray:
+        """float64 [token]: one head's mass over the layout (NaN at masked / padding tokens); for
+        the prompt's words: ``flowlens.word_scores(stats.head_mass(layer=l, head=h), stats.layout)``."""
+        return self._pick(self.token_mass(), layer, head)
 
 
 def group_indicator(layout: TokenLayout, key_tokens: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:

@@ -1,7 +1,8 @@
 """Image projection: scores on a camera's patch tokens → heatmaps on the model input and the frame.
 
 The model saw a letterboxed (resize-with-pad), possibly 180°-rotated 224×224 image cut into a
-grid of patches. ``patch_grid`` reads a camera's token scores as ``[rows, cols]``;
+grid of patches. ``patch_grid`` (from ``flowlens.core.patches``) reads a camera's token scores as
+``[rows, cols]``;
 ``model_heatmap`` paints them on the model input; ``frame_heatmap`` undoes the letterbox and the
 rotation (bilinear between patch centres) so the map lies on the original frame the user knows,
 and letterbox-padding patches fall outside it.
@@ -12,43 +13,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from flowlens.core.layout import TokenLayout
+from flowlens.core.patches import camera_segment, patch_grid
 from flowlens.core.segments import ImageSegment
-from flowlens.errors import FlowlensError, unknown_name_error
+from flowlens.errors import FlowlensError
 
-
-def camera_segment(layout: TokenLayout, camera: str | int = 0) -> ImageSegment:
-    """The image segment of ``camera`` (name, or index among the layout's cameras)."""
-    cams = layout.cameras
-    if isinstance(camera, (int, np.integer)):
-        if not 0 <= camera < len(cams):
-            raise FlowlensError(
-                f"camera {camera} out of range: this layout has {len(cams)} cameras "
-                f"{[c.name for c in cams]} (0–{len(cams) - 1})."
-            )
-        return cams[int(camera)]
-    for seg in cams:
-        if seg.name == camera:
-            return seg
-    raise unknown_name_error("camera", camera, [c.name for c in cams])
-
-
-def patch_grid(scores: np.ndarray, layout: TokenLayout, camera: str | int = 0) -> np.ndarray:
-    """A camera's token scores as a grid.
-
-    Args:
-      scores: float [..., token] over the whole layout (NaN where a token was removed).
-      camera: camera name or index.
-    Returns:
-      float64 [..., rows, cols], row-major as SigLIP flattens patches.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.shape[-1] != layout.n:
-        raise FlowlensError(
-            f"scores must have one value per token ({layout.n}) on the last axis, got shape {scores.shape}."
-        )
-    seg = camera_segment(layout, camera)
-    return scores[..., seg.start:seg.stop].reshape(scores.shape[:-1] + tuple(seg.grid))
+__all__ = ["camera_segment", "frame_heatmap", "model_heatmap", "patch_grid"]
 
 
 def model_heatmap(grid: np.ndarray, segment: ImageSegment) -> np.ndarray:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowlens import FlowlensError, TokenGraph
+from flowlens import FlowlensError, TokenGraph, word_scores
 from flowlens.analysis.head_roles import LN2, head_roles, head_similarity, js_divergence, pairwise_js
 from flowlens.analysis.rows import take_columns
 from flowlens.analysis.heads import group_sums, head_attention, head_stats, rank_heads, target_tokens
@@ -73,7 +73,7 @@ def test_uniform_head_entropy_is_log_of_valid_keys(stats):
 
 
 def test_word_head_word_scores(stats):
-    ws = stats.word_scores(layer=0, head=3)
+    ws = word_scores(stats.head_mass(layer=0, head=3), stats.layout)
     np.testing.assert_array_equal(ws.values, [0.0, 0.0, 1.0, 0.0])
     assert ws.specials["bos"] == 0.0
     assert stats.dominant_group()[0, 3] == "words"
