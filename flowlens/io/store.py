@@ -364,10 +364,9 @@ def _entry_path(root: Path, e: EntryInfo) -> Path:
             f"store {str(root)!r}: entry {e.key!r} names file {e.file!r}; entries live at "
             f"'entries/{e.key}.flcap'. The index was edited; fix or delete index.json (it is rebuilt)."
         )
-    path = inside(root, e.file, what=f"entry {e.key!r} file")
     if (root / e.file).is_symlink():
         raise FlowlensError(f"store {str(root)!r}: entry file {e.file!r} is a symbolic link; links are not followed.")
-    return path
+    return inside(root, e.file, what=f"entry {e.key!r} file")
 
 
 def _check_entry(manifest: dict, config: dict, *, where: str) -> None:
