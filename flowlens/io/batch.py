@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from flowlens.errors import FlowlensError, unknown_name_error
-from flowlens.io._files import atomic_write, read_json, remove_stale_temps, write_json_atomic
+from flowlens.io._files import TMP_MARK, atomic_write, read_json, remove_stale_temps, write_json_atomic
 from flowlens.io._lock import LOCK_NAME, FolderLock
 from flowlens.io.store import frame_key
 
@@ -292,7 +292,10 @@ class BatchRun:
             "fn": fn_name,
         }
         meta_path = self.out / "batch.json"
-        if not meta_path.exists() and self.out.exists() and any(p.name != LOCK_NAME for p in self.out.iterdir()):
+        ours = (LOCK_NAME, f".batch.json{TMP_MARK}")  # another run of ours may be starting right now
+        if not meta_path.exists() and self.out.exists() and any(
+            not p.name.startswith(ours) for p in self.out.iterdir()
+        ):
             raise FlowlensError(
                 f"out_dir {str(self.out)!r} is a non-empty folder without batch.json; flowlens will "
                 "not write results into it. Pick an empty or new folder."

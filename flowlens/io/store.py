@@ -79,6 +79,7 @@ from flowlens.core.capture import AttentionPass, Capture, PassKind
 from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.io import precision as _precision
 from flowlens.io._files import (
+    TMP_MARK,
     check_format,
     check_name,
     inside,
@@ -87,7 +88,7 @@ from flowlens.io._files import (
     safe_name,
     write_json_atomic,
 )
-from flowlens.io._lock import FolderLock
+from flowlens.io._lock import LOCK_NAME, FolderLock
 from flowlens.io.capture_file import load_capture, read_manifest, verify_file, write_capture
 
 STORE_MAGIC = "flowlens-store"
@@ -421,7 +422,8 @@ def open_store(
                 f"{str(root)!r} is not a flowlens capture store (no store.json). Create one "
                 "with open_store(path, policy=..., mode='a')."
             )
-        if root.exists() and any(root.iterdir()):
+        ours = (LOCK_NAME, "entries", f".store.json{TMP_MARK}")  # another writer may be creating it now
+        if root.exists() and any(not p.name.startswith(ours) for p in root.iterdir()):
             raise FlowlensError(
                 f"{str(root)!r} is a non-empty folder without store.json; flowlens will not "
                 "write a store into it. Pick an empty or new folder."
@@ -431,18 +433,20 @@ def open_store(
         if policy not in POLICIES:
             raise unknown_name_error("policy", policy, POLICIES)
         _precision.check_precision(precision)
-        (root / "entries").mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            config_path,
-            {
-                "magic": STORE_MAGIC,
-                "format_version": STORE_VERSION,
-                "policy": policy,
-                "precision": precision,
-                "compress": bool(compress),
-                "error_bound": _precision.ERROR_BOUND[precision],
-            },
-        )
+        with FolderLock(root, what="capture store"):
+            if not config_path.exists():
+                (root / "entries").mkdir(parents=True, exist_ok=True)
+                write_json_atomic(
+                    config_path,
+                    {
+                        "magic": STORE_MAGIC,
+                        "format_version": STORE_VERSION,
+                        "policy": policy,
+                        "precision": precision,
+                        "compress": bool(compress),
+                        "error_bound": _precision.ERROR_BOUND[precision],
+                    },
+                )
     config = read_json(config_path, what="store config")
     check_format(config, key="magic", magic=STORE_MAGIC, version=STORE_VERSION, what="store config",
                  where=str(config_path))
