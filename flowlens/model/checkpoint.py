@@ -192,9 +192,8 @@ def load_params(path: str | os.PathLike, *, dtype: Any = "bfloat16", check_finit
             arr = np.asarray(leaf)
             if arr.dtype.kind in "fc" or arr.dtype.name == "bfloat16":
                 flat = arr.reshape(-1)
-                bad = sum(  # in blocks: no full-size temporary for the 0.5 G-entry embedding
-                    int(b.size - np.count_nonzero(np.isfinite(b))) for b in np.array_split(flat, -(-flat.size // 2**24) or 1)
-                )
+                blocks = np.array_split(flat, -(-flat.size // 2**24) or 1)  # no full-size temporary
+                bad = sum(int(b.size - np.count_nonzero(np.isfinite(b))) for b in blocks)
                 if bad:
                     raise FlowlensError(
                         f"checkpoint {pdir}: parameter {name!r} holds {bad} non-finite value(s) (NaN / inf); the "

@@ -40,7 +40,9 @@ def test_second_run_on_a_folder_fails_naming_the_holder(tmp_path):
 
 def test_resume_with_another_function_is_refused(tmp_path):
     run_batch(synthetic_group_mass, SPECS[:3], tmp_path / "out", progress=False)
-    with pytest.raises(FlowlensError, match=r"per-frame function '.*synthetic_group_mass', but this run uses '.*other_fn'"):
+    with pytest.raises(
+        FlowlensError, match=r"per-frame function '.*synthetic_group_mass', but this run uses '.*other_fn'"
+    ):
         run_batch(other_fn, SPECS[:3], tmp_path / "out", progress=False)
     assert run_batch(synthetic_group_mass, SPECS[:3], tmp_path / "out", progress=False).skipped == 3
 

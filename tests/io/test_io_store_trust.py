@@ -27,7 +27,8 @@ def test_index_paths_never_leave_the_store(tmp_path, random_capture, target):
     outside = save_capture(random_capture(5), tmp_path / "outside.flcap")
     index = _index(root)
     index["entries"][0]["file"] = str(outside) if target == "ABSOLUTE" else target
-    index["entries"][0]["bytes"] = outside.stat().st_size if target != "entries/k1.flcap" else index["entries"][1]["bytes"]
+    same = target == "entries/k1.flcap"
+    index["entries"][0]["bytes"] = index["entries"][1]["bytes"] if same else outside.stat().st_size
     (root / "index.json").write_text(json.dumps(index))
     (root / "entries" / "k0.flcap").unlink()  # (an intact unindexed file would be adopted)
     again = open_store(root, mode="r")
