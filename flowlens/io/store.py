@@ -373,7 +373,9 @@ def _entry_path(root: Path, e: EntryInfo) -> Path:
 def _check_entry(manifest: dict, config: dict, *, where: str) -> None:
     """An entry must have the store's precision and policy, and an error within its bound."""
     for name in ("precision", "policy"):
-        if manifest.get(name) != config[name]:
+        if name == "policy" and manifest.get("format_version") == 1 and "policy" not in manifest:
+            continue  # format-1 capture files did not record the policy
+        if manifest.get(name, "float32" if name == "precision" else None) != config[name]:
             raise FlowlensError(
                 f"{where} has {name} {manifest.get(name)!r}, but the store's is {config[name]!r}; it was not "
                 "written by this store."

@@ -118,3 +118,22 @@ def test_long_key_and_incomplete_config_are_flowlens_errors(tmp_path, random_cap
     cfg_path.write_text(json.dumps({**cfg, "policy": "full", "precision": "float8"}))
     with pytest.raises(FlowlensError, match=r"has precision='float8'"):
         open_store(tmp_path / "s")
+
+
+def test_format_1_entries_of_an_existing_store_stay_readable(tmp_path, random_capture, assert_captures_equal):
+    from flowlens.io.capture_file import write_members
+
+    root = tmp_path / "s"
+    store = open_store(root, policy="full")
+    cap = random_capture(0)
+    store.put("k0", cap)
+    path = root / "entries" / "k0.flcap"
+    with np.load(path, allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    manifest = json.loads(members.pop("__manifest__").tobytes())
+    old = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "policy")} | {"format_version": 1}
+    write_members(path, old, members, compress=False)
+    index = _index(root)
+    index["entries"][0]["bytes"] = path.stat().st_size
+    (root / "index.json").write_text(json.dumps(index))
+    assert_captures_equal(cap, open_store(root, mode="r").get("k0"))
