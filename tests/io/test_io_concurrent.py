@@ -2,10 +2,11 @@
 second fails naming the holder; a store takes concurrent writers; nothing is ever marked done
 without its rows, and resuming with another per-frame function is refused."""
 
-import multiprocessing
+import json
 import os
-import time
-import traceback
+import subprocess
+import sys
+import textwrap
 
 import pandas as pd
 import pytest
@@ -13,14 +14,8 @@ import pytest
 from flowlens.errors import FlowlensError
 from flowlens.io.batch import BatchRun, FrameSpec, run_batch, synthetic_group_mass
 from flowlens.io.store import open_store
-from flowlens.testing import synthetic_capture
 
 SPECS = [FrameSpec(f"ep{e}", f) for e in range(2) for f in range(6)]
-
-
-def slow_group_mass(spec):
-    time.sleep(0.002)
-    return synthetic_group_mass(spec)
 
 
 def other_fn(spec):
@@ -62,71 +57,105 @@ def test_a_chunk_is_never_written_without_all_its_rows(tmp_path):
     pd.testing.assert_frame_equal(res.table, ref.table)
 
 
-def _batch_child(out, conn):
-    try:
-        run_batch(slow_group_mass, SPECS, out, chunk_size=4, progress=False)
-        conn.send("ok")
-    except FlowlensError as e:
-        conn.send("busy" if " is in use by " in str(e) else f"error: {e}")
-    except BaseException:  # noqa: BLE001 - reported to the parent
-        conn.send(traceback.format_exc())
+RACE = textwrap.dedent("""
+    # Run in a fresh interpreter (no JAX threads yet), so forking two writers per trial is safe.
+    import json, multiprocessing, sys, time, traceback
+    from pathlib import Path
 
+    from flowlens.errors import FlowlensError
+    from flowlens.io.batch import FrameSpec, run_batch, synthetic_group_mass
+    from flowlens.io.store import open_store
+    from flowlens.testing import synthetic_capture
 
-def _store_child(root, seed, conn):
-    try:
-        store = open_store(root)
-        for k in range(6):
-            key = f"k{k}"
-            if key not in store:
-                store.put(key, synthetic_capture("toy", seed=k, num_layers=2, num_heads=2, num_steps=1), overwrite=True)
-        conn.send("ok")
-    except BaseException:  # noqa: BLE001
-        conn.send(traceback.format_exc())
+    SPECS = [FrameSpec(f"ep{e}", f) for e in range(2) for f in range(6)]
 
+    def slow_group_mass(spec):
+        time.sleep(0.002)
+        return synthetic_group_mass(spec)
 
-def _race(target, args_of, trials):
+    def batch_child(folder, conn):
+        try:
+            run_batch(slow_group_mass, SPECS, folder, chunk_size=4, progress=False)
+            conn.send("ok")
+        except FlowlensError as e:
+            conn.send("busy" if " is in use by " in str(e) else f"error: {e}")
+        except BaseException:
+            conn.send(traceback.format_exc())
+
+    def store_child(folder, conn):
+        try:
+            store = open_store(folder)
+            for k in range(6):
+                if f"k{k}" not in store:
+                    cap = synthetic_capture("toy", seed=k, num_layers=2, num_heads=2, num_steps=1)
+                    store.put(f"k{k}", cap, overwrite=True)
+            conn.send("ok")
+        except BaseException:
+            conn.send(traceback.format_exc())
+
+    root, kind, trials = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    target = batch_child if kind == "batch" else store_child
     ctx = multiprocessing.get_context("fork")
     outcomes = []
     for t in range(trials):
         pipes, procs = [], []
-        for i in range(2):
+        for _ in range(2):
             recv, send = ctx.Pipe(duplex=False)
-            procs.append(ctx.Process(target=target, args=(*args_of(t, i), send)))
+            procs.append(ctx.Process(target=target, args=(root / f"{kind}{t}", send)))
             pipes.append(recv)
         for p in procs:
             p.start()
         for p in procs:
             p.join(60)
-        outcomes.append([r.recv() if r.poll(1) else f"exit {p.exitcode}" for r, p in zip(pipes, procs, strict=True)])
-    return outcomes
+        pair = [r.recv() if r.poll(1) else f"exit {p.exitcode}" for r, p in zip(pipes, procs)]
+        if kind == "batch":  # resume: everything must be there already
+            again = run_batch(slow_group_mass, SPECS, root / f"batch{t}", chunk_size=4, progress=False)
+            pair.append([again.computed, again.skipped, again.csv.read_text()])
+        outcomes.append(pair)
+    print(json.dumps(outcomes))
+""")
+
+
+def _race(tmp_path, kind, trials):
+    script = tmp_path / "race.py"
+    script.write_text(RACE)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), kind, str(trials)],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _check_batch_trials(tmp_path, trials):
-    ref = run_batch(synthetic_group_mass, SPECS, tmp_path / "ref", chunk_size=4, progress=False).table
-    outcomes = _race(_batch_child, lambda t, i: (tmp_path / f"out{t}",), trials)
-    for t, pair in enumerate(outcomes):
+    ref = run_batch(synthetic_group_mass, SPECS, tmp_path / "ref", chunk_size=4, progress=False).csv.read_text()
+    outcomes = _race(tmp_path, "batch", trials)
+    for t, (*pair, (computed, skipped, csv)) in enumerate(outcomes):
         assert set(pair) <= {"ok", "busy"} and "ok" in pair, (t, pair)
-        again = run_batch(slow_group_mass, SPECS, tmp_path / f"out{t}", chunk_size=4, progress=False)
-        assert (again.computed, again.skipped) == (0, 12), t
-        pd.testing.assert_frame_equal(again.table, ref)
+        assert (computed, skipped) == (0, 12), t
+        assert csv == ref, t
 
 
 def _check_store_trials(tmp_path, trials):
-    outcomes = _race(_store_child, lambda t, i: (tmp_path / f"s{t}", i), trials)
+    outcomes = _race(tmp_path, "store", trials)
     for t, pair in enumerate(outcomes):
         assert pair == ["ok", "ok"], (t, pair)
-        store = open_store(tmp_path / f"s{t}", mode="r")
+        store = open_store(tmp_path / f"store{t}", mode="r")
         assert sorted(store.keys()) == [f"k{k}" for k in range(6)] and store.problems == [], t
         assert store.verify() == []
-        assert not list((tmp_path / f"s{t}" / "entries").glob("*.corrupt-*")), t
+        assert not list((tmp_path / f"store{t}" / "entries").glob("*.corrupt-*")), t
 
 
 def test_two_processes_on_one_folder_lose_nothing(tmp_path):
-    _check_batch_trials(tmp_path / "batch", 3)
-    _check_store_trials(tmp_path / "store", 3)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "s").mkdir()
+    _check_batch_trials(tmp_path / "b", 3)
+    _check_store_trials(tmp_path / "s", 3)
 
 
 @pytest.mark.slow
 def test_two_processes_on_one_folder_lose_nothing_20_trials(tmp_path):
-    _check_batch_trials(tmp_path / "batch", 20)
-    _check_store_trials(tmp_path / "store", 20)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "s").mkdir()
+    _check_batch_trials(tmp_path / "b", 20)
+    _check_store_trials(tmp_path / "s", 20)
