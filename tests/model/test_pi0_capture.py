@@ -178,3 +178,17 @@ def test_observation_errors_name_the_field():
         model.sample_actions(params, obs)
     with pytest.raises(FlowlensError, match="batch_index 2"):
         model.sample_actions(params, obs, noise=kit.noise(name), capture=CaptureConfig(batch_index=2))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_state_is_named_not_blamed_on_the_softmax(bad):
+    import dataclasses
+
+    obs = kit.observation("test_tiny")
+    state = np.array(obs.state, np.float32)
+    state[1, 0] = bad
+    with pytest.raises(FlowlensError, match=r"Observation\.state holds NaN or inf"):
+        kit.model("test_tiny").sample_actions(
+            kit.params("test_tiny"), dataclasses.replace(obs, state=state), rng=jax.random.key(0),
+            capture=CaptureConfig(),
+        )
