@@ -292,10 +292,12 @@ class BatchRun:
             "fn": fn_name,
         }
         meta_path = self.out / "batch.json"
-        ours = (LOCK_NAME, f".batch.json{TMP_MARK}")  # another run of ours may be starting right now
-        if not meta_path.exists() and self.out.exists() and any(
-            not p.name.startswith(ours) for p in self.out.iterdir()
-        ):
+        # A run of ours starting right now makes the lock and batch.json (via a temporary) before
+        # anything else: list first, then look for batch.json, so such a run never looks foreign.
+        foreign = self.out.exists() and any(
+            p.name != LOCK_NAME and not p.name.startswith(f".batch.json{TMP_MARK}") for p in self.out.iterdir()
+        )
+        if foreign and not meta_path.exists():
             raise FlowlensError(
                 f"out_dir {str(self.out)!r} is a non-empty folder without batch.json; flowlens will "
                 "not write results into it. Pick an empty or new folder."

@@ -424,17 +424,22 @@ def open_store(
                 f"{str(root)!r} is not a flowlens capture store (no store.json). Create one "
                 "with open_store(path, policy=..., mode='a')."
             )
-        ours = (LOCK_NAME, "entries", f".store.json{TMP_MARK}")  # another writer may be creating it now
-        if root.exists() and any(not p.name.startswith(ours) for p in root.iterdir()):
+        # A writer creating the store right now makes the lock, entries/ and store.json (via a
+        # temporary) before anything else: list first, then look for store.json again.
+        foreign = root.exists() and any(
+            p.name not in (LOCK_NAME, "entries") and not p.name.startswith(f".store.json{TMP_MARK}")
+            for p in root.iterdir()
+        )
+        if foreign and not config_path.exists():
             raise FlowlensError(
                 f"{str(root)!r} is a non-empty folder without store.json; flowlens will not "
                 "write a store into it. Pick an empty or new folder."
             )
-        policy = policy or "rows_for_rollout"
-        precision = precision or "float32"
-        if policy not in POLICIES:
-            raise unknown_name_error("policy", policy, POLICIES)
-        _precision.check_precision(precision)
+        new_policy = policy or "rows_for_rollout"
+        new_precision = precision or "float32"
+        if new_policy not in POLICIES:
+            raise unknown_name_error("policy", new_policy, POLICIES)
+        _precision.check_precision(new_precision)
         with FolderLock(root, what="capture store"):
             if not config_path.exists():
                 (root / "entries").mkdir(parents=True, exist_ok=True)
@@ -443,10 +448,10 @@ def open_store(
                     {
                         "magic": STORE_MAGIC,
                         "format_version": STORE_VERSION,
-                        "policy": policy,
-                        "precision": precision,
+                        "policy": new_policy,
+                        "precision": new_precision,
                         "compress": bool(compress),
-                        "error_bound": _precision.ERROR_BOUND[precision],
+                        "error_bound": _precision.ERROR_BOUND[new_precision],
                     },
                 )
     config = read_json(config_path, what="store config")
