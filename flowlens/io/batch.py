@@ -13,19 +13,26 @@ or a pandas DataFrame, one row per (step, layer, group, ...) — whatever the an
     <out>/results.parquet, results.csv   all rows, in plan order (written at the end, atomically)
 
 Resumable: re-running the same plan into the same folder skips every frame whose part or chunk
-exists, so a crash (even SIGKILL) loses at most the frames in flight. Deterministic: rows come out
-in plan order (frame order, then the order ``fn`` returned them), whatever the number of workers
-or interruptions.
+exists, so a crash (even SIGKILL) loses at most the frames in flight. A frame counts as done only
+once its rows are in a part or chunk file (written atomically and fsync'ed); a chunk is written
+only from every one of its parts. Resuming with another per-frame function (compared by its
+qualified name, recorded in ``batch.json``) is refused. Deterministic: rows come out in plan order
+(frame order, then the order ``fn`` returned them), whatever the number of workers or interruptions.
+
+One run per folder: a ``BatchRun`` holds ``<out>/.flowlens.lock`` (``flowlens.io._lock``) from
+its creation until ``close()`` (``run_batch`` and ``with BatchRun(...)`` close it; so does the
+process ending, even by SIGKILL). A second run on the same folder fails at once with a
+``FlowlensError`` naming the folder and the holding process; it does not wait.
 
 Distributed engines: because ``fn`` is pure and specs are picklable, the driver side stays
 ``BatchRun`` and only the loop changes. With Ray::
 
-    run = BatchRun(out_dir, specs)
-    todo = run.pending()
-    remote = ray.remote(fn)
-    for spec, rows in zip(todo, ray.get([remote.remote(s) for s in todo])):
-        run.record(spec, rows)
-    run.finish()
+    with BatchRun(out_dir, specs) as run:
+        todo = run.pending()
+        remote = ray.remote(fn)
+        for spec, rows in zip(todo, ray.get([remote.remote(s) for s in todo])):
+            run.record(spec, rows)
+        run.finish()
 
 Beam / Dask / multiprocessing map ``fn`` over ``run.pending()`` the same way; only the driver
 calls ``record`` (one writer). ``workers=N`` does this with ``N`` spawned processes, BLAS capped to
@@ -52,7 +59,8 @@ from pathlib import Path
 import numpy as np
 
 from flowlens.errors import FlowlensError, unknown_name_error
-from flowlens.io.files import atomic_write, read_json, remove_stale_temps, write_json_atomic
+from flowlens.io.files import TMP_MARK, atomic_write, read_json, remove_stale_temps, write_json_atomic
+from flowlens.io._lock import LOCK_NAME, FolderLock
 from flowlens.io.store import frame_key
 
 BATCH_MAGIC = "flowlens-batch"
@@ -248,6 +256,12 @@ class BatchRun:
       out_dir: results folder (created; must hold no other plan's results).
       specs: the plan, in output order; keys (episode, frame) must be unique.
       chunk_size: frames per chunk file.
+      fn_name: the per-frame function's qualified name; resuming a folder whose ``batch.json``
+        names another function is refused ("" when unknown: not compared) unless
+        ``allow_fn_change`` (the rows already written are kept: for a fixed function whose finished
+        frames are still right).
+
+    Holds the folder's lock until ``close()`` (a second run on the folder raises FlowlensError).
     """
 
     def __init__(
@@ -257,6 +271,7 @@ class BatchRun:
         *,
         chunk_size: int = 32,
         fn_name: str = "",
+        allow_fn_change: bool = False,
     ):
         self.out = Path(out_dir)
         self.specs = list(specs)
@@ -280,21 +295,40 @@ class BatchRun:
             "fn": fn_name,
         }
         meta_path = self.out / "batch.json"
+        # A run of ours starting right now makes the lock and batch.json (via a temporary) before
+        # anything else: list first, then look for batch.json, so such a run never looks foreign.
+        foreign = self.out.exists() and any(
+            p.name != LOCK_NAME and not p.name.startswith(f".batch.json{TMP_MARK}") for p in self.out.iterdir()
+        )
+        if foreign and not meta_path.exists():
+            raise FlowlensError(
+                f"out_dir {str(self.out)!r} is a non-empty folder without batch.json; flowlens will "
+                "not write results into it. Pick an empty or new folder."
+            )
+        self._lock = FolderLock(self.out, what="batch output folder").acquire(wait=False)
+        try:
+            self._open(meta_path, meta, "" if allow_fn_change else fn_name)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, meta_path: Path, meta: dict, fn_name: str) -> None:
         if meta_path.exists():
             old = read_json(meta_path, what="batch description")
             if old.get("magic") != BATCH_MAGIC:
                 raise FlowlensError(f"{str(meta_path)!r} is not a flowlens batch description.")
-            if (old.get("plan_sha256"), old.get("chunk_size")) != (meta["plan_sha256"], chunk_size):
+            if (old.get("plan_sha256"), old.get("chunk_size")) != (meta["plan_sha256"], self.chunk_size):
                 raise FlowlensError(
                     f"{str(self.out)!r} holds results of a different plan (other frames, options or "
                     f"chunk_size {old.get('chunk_size')}). Use a new out_dir, or re-run the same plan to "
                     "resume."
                 )
-        elif self.out.exists() and any(self.out.iterdir()):
-            raise FlowlensError(
-                f"out_dir {str(self.out)!r} is a non-empty folder without batch.json; flowlens will "
-                "not write results into it. Pick an empty or new folder."
-            )
+            if old.get("fn") and fn_name and old["fn"] != fn_name:
+                raise FlowlensError(
+                    f"{str(self.out)!r} holds results of per-frame function {old['fn']!r}, but this run uses "
+                    f"{fn_name!r}; resuming would mix the two in one table. Use a new out_dir, or resume "
+                    f"with {old['fn']!r}."
+                )
         else:
             write_json_atomic(meta_path, meta)
         (self.out / "parts").mkdir(parents=True, exist_ok=True)
@@ -312,6 +346,20 @@ class BatchRun:
             elif key in self._index:
                 self._done.add(key)
         self.errors: list[dict] = []
+
+    def close(self) -> None:
+        """Release the folder's lock (idempotent); the run cannot record after this."""
+        self._lock.release()
+
+    def __enter__(self) -> BatchRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if not self._lock.held:
+            raise FlowlensError(f"the batch run on {str(self.out)!r} was closed; open a new BatchRun to resume.")
 
     @property
     def num_chunks(self) -> int:
@@ -337,17 +385,26 @@ class BatchRun:
         """Store the rows of one finished frame (atomically); compact its chunk when complete."""
         if spec.key not in self._index:
             raise FlowlensError(f"frame {spec.key} is not part of this plan.")
+        self._check_open()
         _write_parquet(_as_table(spec, rows), self._part_path(spec.key))
         self._done.add(spec.key)
         c = self._index[spec.key] // self.chunk_size
         chunk = self._chunk_specs(c)
         if all(s.key in self._done for s in chunk) and not self._chunk_path(c).exists():
+            lost = [s.key for s in chunk if not self._part_path(s.key).is_file()]
+            if lost:  # never compact (and so mark done) a frame whose rows are not on disk
+                self._done.difference_update(lost)
+                raise FlowlensError(
+                    f"{str(self.out)!r}: the rows of frames {lost} vanished from parts/ before their chunk was "
+                    "written (another process removed them?); re-run the plan to recompute them."
+                )
             _write_parquet(self._read_parts(chunk), self._chunk_path(c))
             for s in chunk:
                 with contextlib.suppress(FileNotFoundError):
                     self._part_path(s.key).unlink()
 
     def record_error(self, spec: FrameSpec, error: BaseException) -> None:
+        self._check_open()
         self.errors.append(
             {
                 "episode": spec.episode,
@@ -378,6 +435,7 @@ class BatchRun:
 
     def finish(self):
         """Write results.parquet and results.csv (atomically) and return the table."""
+        self._check_open()
         df = self.table()
         _write_parquet(df, self.out / "results.parquet")
         with atomic_write(self.out / "results.csv", "w") as f:
@@ -436,6 +494,7 @@ def run_batch(
     on_error: str = "raise",
     blas_threads: int = 1,
     desc: str = "frames",
+    allow_fn_change: bool = False,
 ) -> BatchResult:
     """Run ``fn`` on every spec not done yet, store its rows, and assemble the tables.
 
@@ -450,18 +509,26 @@ def run_batch(
       on_error: "raise" (stop; finished frames are kept) or "skip" (log to errors.jsonl, go on;
         a re-run retries them).
       blas_threads: BLAS threads per worker process.
+      allow_fn_change: resume a folder whose rows came from another per-frame function (refused by
+        default: the table would mix two analyses).
 
     Returns:
       BatchResult with the full table and the paths of results.parquet / results.csv.
     """
-    from tqdm.auto import tqdm
-
     if on_error not in ("raise", "skip"):
         raise unknown_name_error("on_error", on_error, ["raise", "skip"])
     if workers < 0:
         raise FlowlensError(f"workers must be >= 0, got {workers}.")
     name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
-    run = BatchRun(out_dir, specs, chunk_size=chunk_size, fn_name=name)
+    with BatchRun(out_dir, specs, chunk_size=chunk_size, fn_name=name, allow_fn_change=allow_fn_change) as run:
+        return _run(run, fn, name, workers=workers, progress=progress, on_error=on_error,
+                    blas_threads=blas_threads, desc=desc)
+
+
+def _run(run: BatchRun, fn, name: str, *, workers, progress, on_error, blas_threads, desc) -> BatchResult:
+    """The loop of ``run_batch`` over ``run.pending()`` (the caller holds the run's lock)."""
+    from tqdm.auto import tqdm
+
     todo = run.pending()
     skipped = len(run.specs) - len(todo)
     computed = 0

@@ -12,11 +12,16 @@ Members:
 - ``__manifest__`` — uint8 [bytes]: UTF-8 JSON object, keys:
 
   - ``magic``: the string ``"flowlens-capture"``.
-  - ``format_version``: integer, ``1``. Readers refuse newer versions.
+  - ``format_version``: integer, ``2`` (version 1 had no ``manifest_sha256``; it is still read).
+    Readers refuse newer versions.
+  - ``manifest_sha256``: hex sha256 of the manifest's canonical JSON without this key
+    (``json.dumps(..., sort_keys=True)``); a hand-edited manifest (num_layers, camera validity,
+    words, model) is refused on load.
   - ``layout``: ``TokenLayout.to_dict()`` (variant, prefix_len, segments).
   - ``num_layers``, ``num_heads``: integers (``Capture`` fields).
   - ``model``: string; ``metadata``: JSON object (``Capture.metadata``; numpy scalars become numbers,
     arrays lists).
+  - ``policy``: the store policy the capture was reduced by (``flowlens.io.store``), or null.
   - ``precision``: how ``probs`` are stored (``float32`` | ``float16`` | ``bfloat16`` | ``uint8``,
     see ``flowlens.io.precision``).
   - ``max_abs_error``: float, the measured max |decoded − original| over all probabilities (0 for
@@ -36,6 +41,13 @@ Member names are ``pass{i}.probs``, ``pass{i}.scale``, ``pass{i}.query_rows`` an
 Loading a truncated file, a foreign file (a random ``.npz``, a PNG renamed), a newer format
 version, or an array whose checksum, dtype or shape disagrees with the manifest raises a
 ``FlowlensError`` naming the file and the problem.
+
+Crafted files: nothing is allocated before it is checked. Each member's ``.npy`` header is read
+first; its dtype and shape must equal the manifest's, the stored dtype must be the one the
+manifest's ``precision`` implies, the member's uncompressed size in the zip must equal header +
+data, and a deflated member may not expand more than ``MAX_DEFLATE_RATIO`` times beyond
+``DEFLATE_CHECK_BYTES`` (attention data deflates about 2:1; a zip bomb does 1000:1). Only then are
+the bytes read, into an array of the checked size.
 """
 
 from __future__ import annotations
@@ -56,9 +68,14 @@ from flowlens.io import precision as _precision
 from flowlens.io.files import atomic_write, check_format, dumps_json
 
 MAGIC = "flowlens-capture"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SUFFIX = ".flcap"
 _MANIFEST = "__manifest__"
+_MANIFEST_SUM = "manifest_sha256"
+MAX_DEFLATE_RATIO = 100
+DEFLATE_CHECK_BYTES = 64 * 2**20
+# The numpy dtype string each precision stores its probabilities as.
+STORED_DTYPE = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2", "uint8": "|u1"}
 
 
 def sha256_of(array: np.ndarray) -> str:
@@ -67,8 +84,14 @@ def sha256_of(array: np.ndarray) -> str:
     return hashlib.sha256(a.reshape(-1).view(np.uint8)).hexdigest()
 
 
+def manifest_checksum(manifest: dict) -> str:
+    """Hex sha256 of ``manifest``'s canonical JSON, leaving out its own ``manifest_sha256`` key."""
+    body = {k: v for k, v in manifest.items() if k != _MANIFEST_SUM}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=True).encode("utf-8")).hexdigest()
+
+
 def capture_manifest_and_arrays(
-    capture: Capture, *, precision: str = "float32"
+    capture: Capture, *, precision: str = "float32", policy: str | None = None
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Encode ``capture`` into (manifest, member arrays) without writing anything."""
     _precision.check_precision(precision)
@@ -104,6 +127,7 @@ def capture_manifest_and_arrays(
         "num_heads": int(capture.num_heads),
         "model": str(capture.model),
         "metadata": json.loads(dumps_json(capture.metadata, what="capture.metadata")),
+        "policy": policy,
         "precision": precision,
         "max_abs_error": max_err,
         "passes": passes,
@@ -113,6 +137,7 @@ def capture_manifest_and_arrays(
             for k, v in arrays.items()
         },
     }
+    manifest[_MANIFEST_SUM] = manifest_checksum(manifest)
     return manifest, arrays
 
 
@@ -136,16 +161,28 @@ def save_capture(
     path = Path(path)
     if not path.suffix:
         path = path.with_suffix(SUFFIX)
+    if path.is_dir():
+        raise FlowlensError(
+            f"path {str(path)!r} is an existing folder; save_capture writes one file. Pass a file name "
+            f"inside it, e.g. {str(path / ('capture' + SUFFIX))!r}."
+        )
     write_capture(capture, path, precision=precision, compress=compress)
     return path
 
 
 def write_capture(
-    capture: Capture, path: Path, *, precision: str = "float32", compress: bool = False
+    capture: Capture, path: Path, *, precision: str = "float32", compress: bool = False, policy: str | None = None
 ) -> dict:
-    """``save_capture`` to exactly ``path``, returning the manifest written (for stores)."""
-    manifest, arrays = capture_manifest_and_arrays(capture, precision=precision)
-    write_members(path, manifest, arrays, compress=compress)
+    """``save_capture`` to exactly ``path``, returning the manifest written (for stores, which pass
+    their ``policy`` so it is recorded)."""
+    manifest, arrays = capture_manifest_and_arrays(capture, precision=precision, policy=policy)
+    try:
+        write_members(path, manifest, arrays, compress=compress)
+    except OSError as e:
+        raise FlowlensError(
+            f"cannot write capture file {str(path)!r} ({e.strerror or e}); check the folder exists and is "
+            "writable and that the file name is shorter than 200 characters."
+        ) from None
     return manifest
 
 
@@ -194,13 +231,7 @@ def verify_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     with _open_npz(path) as npz:
         manifest = _manifest_of(npz, path)
-        try:
-            names = list(manifest["arrays"])
-        except (KeyError, TypeError):
-            raise FlowlensError(
-                f"capture file {str(path)!r} has a malformed manifest (no 'arrays')."
-            ) from None
-        for name in names:
+        for name in manifest["arrays"]:
             _load_member(npz, path, manifest, name)
     return manifest
 
@@ -222,22 +253,73 @@ def _manifest_of(npz, path: Path) -> dict:
         manifest, key="magic", magic=MAGIC, version=FORMAT_VERSION, what="capture file", where=str(path),
         fix="Upgrade flowlens to read it (or re-save it with this version).",
     )
+    if manifest["format_version"] >= 2 and manifest.get(_MANIFEST_SUM) != manifest_checksum(manifest):
+        raise FlowlensError(
+            f"capture file {str(path)!r}: the manifest's checksum does not match its content (it was edited "
+            "after writing: num_layers, layout, words, model or metadata changed). Re-create the file."
+        )
+    arrays = manifest.get("arrays")
+    if not isinstance(arrays, dict) or not arrays or not all(isinstance(v, dict) for v in arrays.values()):
+        raise FlowlensError(
+            f"capture file {str(path)!r} has a malformed manifest: 'arrays' must be a non-empty object of "
+            f"member descriptions, got {str(arrays)[:80]!r}. Re-create the file."
+        )
+    precision = manifest.get("precision", "float32")
+    if precision not in STORED_DTYPE:
+        raise FlowlensError(
+            f"capture file {str(path)!r} has unknown precision {precision!r} in its manifest "
+            f"(expected one of {list(STORED_DTYPE)})."
+        )
     return manifest
 
 
-def _load_member(npz, path: Path, manifest: dict, name: str) -> np.ndarray:
-    info = manifest["arrays"].get(name)
-    if info is None or name not in npz.files:
-        raise FlowlensError(f"capture file {str(path)!r} is missing member {name!r} listed in its manifest.")
-    try:
-        arr = npz[name]
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise FlowlensError(f"capture file {str(path)!r}: member {name!r} is corrupt ({e}).") from None
-    if arr.dtype.str != info["dtype"] or list(arr.shape) != list(info["shape"]):
+def _read_header(member) -> tuple[tuple, bool, np.dtype]:
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    return np.lib.format.read_array_header_2_0(member)
+
+
+def _load_member(npz, path: Path, manifest: dict, name: str, *, dtype: str | None = None) -> np.ndarray:
+    """Read member ``name`` after checking its header, size and dtype (``dtype``: the one required)
+    against the manifest; then its sha256."""
+    info = manifest["arrays"].get(name) if isinstance(name, str) else None
+    archive = npz.zip
+    entry = f"{name}.npy"
+    if info is None or entry not in archive.namelist():
         raise FlowlensError(
-            f"capture file {str(path)!r}: member {name!r} has dtype {arr.dtype.str} shape {list(arr.shape)}, "
-            f"the manifest says {info['dtype']} {info['shape']}. The file was modified after writing."
+            f"capture file {str(path)!r} is missing member {name!r} listed in its manifest (or it is not "
+            "an .npy member)."
         )
+    where = f"capture file {str(path)!r}: member {name!r}"
+    try:
+        zinfo = archive.getinfo(entry)
+        with archive.open(zinfo) as member:
+            shape, fortran, found = _read_header(member)
+            header_len = member.tell()
+        nbytes = int(np.prod(shape, dtype=np.int64)) * found.itemsize
+        want = (dtype or info.get("dtype"), list(info.get("shape", ())))
+        if found.hasobject or found.str != want[0] or list(shape) != want[1] or fortran:
+            raise FlowlensError(
+                f"{where} has dtype {found.str} shape {list(shape)}, the manifest (and its precision) say "
+                f"{want[0]} {want[1]}. The file was modified after writing."
+            )
+        if zinfo.file_size != header_len + nbytes:
+            raise FlowlensError(
+                f"{where} declares {nbytes} data bytes but the archive holds {zinfo.file_size - header_len}; "
+                "the file is truncated or crafted."
+            )
+        if zinfo.file_size > max(DEFLATE_CHECK_BYTES, MAX_DEFLATE_RATIO * zinfo.compress_size):
+            raise FlowlensError(
+                f"{where} would expand {zinfo.file_size / max(zinfo.compress_size, 1):.0f}× to "
+                f"{zinfo.file_size / 2**20:.0f} MiB; attention data deflates far less (a zip bomb?). Refused."
+            )
+        with archive.open(zinfo) as member:
+            arr = np.lib.format.read_array(member, allow_pickle=False)
+    except FlowlensError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, TypeError, MemoryError) as e:
+        raise FlowlensError(f"{where} is corrupt ({type(e).__name__}: {e}).") from None
     if sha256_of(arr) != info["sha256"]:
         raise FlowlensError(
             f"capture file {str(path)!r}: checksum mismatch for member {name!r} (sha256 differs from the "
@@ -264,9 +346,14 @@ def load_capture(path: str | os.PathLike) -> Capture:
             precision = manifest.get("precision", "float32")
             passes = []
             for p in manifest["passes"]:
-                stored = _load_member(npz, path, manifest, p["probs"])
-                scale = _load_member(npz, path, manifest, p["scale"]) if p.get("scale") else None
-                rows = _load_member(npz, path, manifest, p["query_rows"])
+                stored = _load_member(npz, path, manifest, p["probs"], dtype=STORED_DTYPE[precision])
+                if (precision == "uint8") != bool(p.get("scale")):
+                    raise FlowlensError(
+                        f"precision {precision!r} {'needs' if precision == 'uint8' else 'has no'} per-row scales, "
+                        f"but the {p['kind']} pass {'lacks' if precision == 'uint8' else 'has'} them."
+                    )
+                scale = _load_member(npz, path, manifest, p["scale"], dtype="<f4") if p.get("scale") else None
+                rows = _load_member(npz, path, manifest, p["query_rows"], dtype="<i8")
                 passes.append(
                     AttentionPass(
                         kind=PassKind(p["kind"]),
@@ -279,7 +366,9 @@ def load_capture(path: str | os.PathLike) -> Capture:
                     )
                 )
             actions = (
-                _load_member(npz, path, manifest, manifest["actions"]) if manifest.get("actions") else None
+                _load_member(npz, path, manifest, manifest["actions"], dtype="<f4")
+                if manifest.get("actions")
+                else None
             )
             with warnings.catch_warnings():
                 if precision != "float32":

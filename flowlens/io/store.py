@@ -18,8 +18,20 @@ and have its recorded size (``verify()`` re-reads every checksum). Missing or da
 listed in ``store.problems``, drop out of ``keys()`` so a resumed run recomputes them, and their
 files are never deleted: writing the key again first renames the damaged file to
 ``<key>.flcap.corrupt-<n>``. A capture that fails validation or the storage policy raises before
-anything is written. One writer at a time: two processes appending to one store can drop each
-other's index lines (never entry files), which the next ``open_store`` re-adopts after checking them.
+anything is written.
+
+Concurrent writers: every write (``put``, and the clean-up and adoption of ``open_store(mode="a")``)
+holds the store's lock (``flowlens.io._lock``: ``flock`` on ``<store>/.flowlens.lock``; writers
+wait for each other) and first re-reads ``index.json``, so processes appending to one store never
+drop each other's index lines, never remove each other's temporary files and never take each
+other's entries for damaged ones. Readers re-read the index when it changed on disk (``key in
+store``, ``keys()``).
+
+Trust: every path comes from a file only through ``inside()`` and must be ``entries/<key>.flcap``;
+symbolic links in ``entries/`` are never followed or adopted. An entry is adopted only when its
+manifest's precision and policy are the store's and its measured error is within the store's
+bound. One unreadable or crafted entry is listed in ``problems``; the rest of the store stays
+readable.
 
 Storage policies (what of each capture is kept; applied by ``apply_policy``):
 
@@ -66,12 +78,23 @@ import numpy as np
 from flowlens.core.capture import AttentionPass, Capture, PassKind
 from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.io import precision as _precision
-from flowlens.io.files import check_format, check_name, read_json, remove_stale_temps, safe_name, write_json_atomic
-from flowlens.io.capture_file import load_capture, verify_file, write_capture
+from flowlens.io.files import (
+    TMP_MARK,
+    check_format,
+    check_name,
+    inside,
+    read_json,
+    remove_stale_temps,
+    safe_name,
+    write_json_atomic,
+)
+from flowlens.io._lock import LOCK_NAME, FolderLock
+from flowlens.io.capture_file import load_capture, read_manifest, verify_file, write_capture
 
 STORE_MAGIC = "flowlens-store"
 STORE_VERSION = 1
 POLICIES = ("full", "fused", "rows_for_rollout", "action_rows")
+MAX_KEY_LEN = 200  # entries/<key>.flcap and its temporary name stay under the 255-byte file-name limit
 
 
 def frame_key(episode: str, frame: int) -> str:
@@ -197,14 +220,30 @@ class CaptureStore:
         self._entries = entries
         self.problems = problems
         self.writable = writable
+        self._config = config
+        self._lock = FolderLock(root, what="capture store")
+        self._index_stamp = _stamp(root / "index.json")
 
     # ---- reading -----------------------------------------------------------------------
     def keys(self) -> list[str]:
         """Keys of the intact entries, in insertion order."""
+        self._refresh()
         return list(self._entries)
 
     def __contains__(self, key: str) -> bool:
+        if key not in self._entries:
+            self._refresh()
         return key in self._entries
+
+    def _refresh(self) -> None:
+        """Take in entries another process indexed since we last read ``index.json``."""
+        stamp = _stamp(self.root / "index.json")
+        if stamp == self._index_stamp:
+            return
+        self._index_stamp = stamp
+        listed, _ = _read_index(self.root)
+        fresh, _ = _check_listed(self.root, [e for e in listed if e.key not in self._entries])
+        self._entries.update(fresh)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -218,8 +257,11 @@ class CaptureStore:
         return self._entries[key]
 
     def get(self, key: str) -> Capture:
-        """Load the capture stored under ``key`` (float32 probabilities, checksums checked)."""
-        return load_capture(self.root / self.info(key).file)
+        """Load the capture stored under ``key`` (float32 probabilities, checksums checked; its
+        precision and policy must be the store's)."""
+        path = _entry_path(self.root, self.info(key))
+        _check_entry(read_manifest(path), self._config, where=str(path))
+        return load_capture(path)
 
     def _missing(self, key: str) -> FlowlensError:
         bad = [p for p in self.problems if p.key == key]
@@ -266,35 +308,81 @@ class CaptureStore:
         if not self.writable:
             raise FlowlensError(f"store {str(self.root)!r} was opened read-only; open it with mode='a'.")
         check_name("key", key)
-        if key in self._entries and not overwrite:
+        if len(key) > MAX_KEY_LEN:
             raise FlowlensError(
-                f"store {str(self.root)!r} already holds {key!r}; skip it (``key in store``) or pass "
-                "overwrite=True to replace it."
+                f"key must be at most {MAX_KEY_LEN} characters (it names the entry's file), got {len(key)}: "
+                f"{key[:40]!r}…. Shorten it, e.g. with flowlens.io.safe_name(name, max_len={MAX_KEY_LEN})."
             )
         reduced = apply_policy(capture, self.policy)
         rel = f"entries/{key}.flcap"
         path = self.root / rel
-        if path.exists() and key not in self._entries:
-            _set_aside(path)
-        manifest = write_capture(reduced, path, precision=self.precision, compress=self.compress)
-        info = EntryInfo(
-            key, rel, path.stat().st_size, float(manifest["max_abs_error"]), manifest["metadata"]
-        )
-        self._entries[key] = info
-        self.problems = [p for p in self.problems if p.key != key]
-        self._write_index()
+        with self._lock:
+            self._refresh()
+            if key in self._entries and not overwrite:
+                raise FlowlensError(
+                    f"store {str(self.root)!r} already holds {key!r}; skip it (``key in store``) or pass "
+                    "overwrite=True to replace it."
+                )
+            if (path.exists() or path.is_symlink()) and key not in self._entries:
+                _set_aside(path)
+            manifest = write_capture(
+                reduced, path, precision=self.precision, compress=self.compress, policy=self.policy
+            )
+            info = EntryInfo(
+                key, rel, path.stat().st_size, float(manifest["max_abs_error"]), manifest["metadata"]
+            )
+            self._entries[key] = info
+            self.problems = [p for p in self.problems if p.key != key]
+            self._write_index()
         return info
 
     def _write_index(self) -> None:
+        """Rewrite index.json from ``_entries`` (callers hold the lock and have refreshed)."""
         write_json_atomic(
             self.root / "index.json", {"entries": [dataclasses.asdict(e) for e in self._entries.values()]}
         )
+        self._index_stamp = _stamp(self.root / "index.json")
 
     def __repr__(self) -> str:
         return (
             f"CaptureStore({str(self.root)!r}, policy={self.policy}, precision={self.precision}, "
             f"{len(self)} entries, {self.bytes_on_disk / 1e6:.1f} MB, {len(self.problems)} problems)"
         )
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _entry_path(root: Path, e: EntryInfo) -> Path:
+    """The file of entry ``e``: must be ``entries/<key>.flcap`` inside ``root`` and not a link."""
+    if e.file != f"entries/{e.key}.flcap":
+        raise FlowlensError(
+            f"store {str(root)!r}: entry {e.key!r} names file {e.file!r}; entries live at "
+            f"'entries/{e.key}.flcap'. The index was edited; fix or delete index.json (it is rebuilt)."
+        )
+    if (root / e.file).is_symlink():
+        raise FlowlensError(f"store {str(root)!r}: entry file {e.file!r} is a symbolic link; links are not followed.")
+    return inside(root, e.file, what=f"entry {e.key!r} file")
+
+
+def _check_entry(manifest: dict, config: dict, *, where: str) -> None:
+    """An entry must have the store's precision and policy, and an error within its bound."""
+    for name in ("precision", "policy"):
+        if name == "policy" and manifest.get("format_version") == 1 and "policy" not in manifest:
+            continue  # format-1 capture files did not record the policy
+        if manifest.get(name, "float32" if name == "precision" else None) != config[name]:
+            raise FlowlensError(
+                f"{where} has {name} {manifest.get(name)!r}, but the store's is {config[name]!r}; it was not "
+                "written by this store."
+            )
+    err = manifest.get("max_abs_error")
+    if not isinstance(err, (int, float)) or not 0 <= err <= float(config["error_bound"]):
+        raise FlowlensError(f"{where} has max_abs_error {err!r}, above the store's bound {config['error_bound']}.")
 
 
 def _set_aside(path: Path) -> Path:
@@ -336,62 +424,98 @@ def open_store(
                 f"{str(root)!r} is not a flowlens capture store (no store.json). Create one "
                 "with open_store(path, policy=..., mode='a')."
             )
-        if root.exists() and any(root.iterdir()):
+        # A writer creating the store right now makes the lock, entries/ and store.json (via a
+        # temporary) before anything else: list first, then look for store.json again.
+        foreign = root.exists() and any(
+            p.name not in (LOCK_NAME, "entries") and not p.name.startswith(f".store.json{TMP_MARK}")
+            for p in root.iterdir()
+        )
+        if foreign and not config_path.exists():
             raise FlowlensError(
                 f"{str(root)!r} is a non-empty folder without store.json; flowlens will not "
                 "write a store into it. Pick an empty or new folder."
             )
-        policy = policy or "rows_for_rollout"
-        precision = precision or "float32"
-        if policy not in POLICIES:
-            raise unknown_name_error("policy", policy, POLICIES)
-        _precision.check_precision(precision)
-        (root / "entries").mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            config_path,
-            {
-                "magic": STORE_MAGIC,
-                "format_version": STORE_VERSION,
-                "policy": policy,
-                "precision": precision,
-                "compress": bool(compress),
-                "error_bound": _precision.ERROR_BOUND[precision],
-            },
-        )
+        new_policy = policy or "rows_for_rollout"
+        new_precision = precision or "float32"
+        if new_policy not in POLICIES:
+            raise unknown_name_error("policy", new_policy, POLICIES)
+        _precision.check_precision(new_precision)
+        with FolderLock(root, what="capture store"):
+            if not config_path.exists():
+                (root / "entries").mkdir(parents=True, exist_ok=True)
+                write_json_atomic(
+                    config_path,
+                    {
+                        "magic": STORE_MAGIC,
+                        "format_version": STORE_VERSION,
+                        "policy": new_policy,
+                        "precision": new_precision,
+                        "compress": bool(compress),
+                        "error_bound": _precision.ERROR_BOUND[new_precision],
+                    },
+                )
     config = read_json(config_path, what="store config")
     check_format(config, key="magic", magic=STORE_MAGIC, version=STORE_VERSION, what="store config",
                  where=str(config_path))
+    _check_config(config, config_path)
     for name, want in (("policy", policy), ("precision", precision)):
         if want is not None and config[name] != want:
             raise FlowlensError(
                 f"store {str(root)!r} uses {name}={config[name]!r}, but {name}={want!r} was asked for. "
                 f"Open it with {name}={config[name]!r} (or None), or use a new folder."
             )
-    entries, problems, adopted = _scan(root, writable=mode == "a")
-    store = CaptureStore(root, config, entries, problems, writable=mode == "a")
-    if adopted and store.writable:
-        store._write_index()
+    if mode == "r":
+        entries, problems, _ = _scan(root, config, writable=False)
+        return CaptureStore(root, config, entries, problems, writable=False)
+    with FolderLock(root, what="capture store"):
+        entries, problems, adopted = _scan(root, config, writable=True)
+        store = CaptureStore(root, config, entries, problems, writable=True)
+        if adopted:
+            store._write_index()
     return store
 
 
-def _scan(root: Path, *, writable: bool) -> tuple[dict[str, EntryInfo], list[StoreProblem], bool]:
-    """Read the index, check each entry's presence and size, adopt complete unindexed entries."""
+def _check_config(config: dict, path: Path) -> None:
+    checks = {
+        "policy": lambda v: v in POLICIES,
+        "precision": lambda v: v in _precision.PRECISIONS,
+        "compress": lambda v: isinstance(v, bool),
+        "error_bound": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    }
+    for name, ok in checks.items():
+        if name not in config or not ok(config[name]):
+            found = f"no {name!r}" if name not in config else f"{name}={config[name]!r}"
+            raise FlowlensError(
+                f"store config {str(path)!r} has {found}; a store config holds policy (one of "
+                f"{list(POLICIES)}), precision (one of {list(_precision.PRECISIONS)}), compress (bool) and "
+                "error_bound (number). Restore store.json."
+            )
+
+
+def _read_index(root: Path) -> tuple[list[EntryInfo], list[StoreProblem]]:
+    index_path = root / "index.json"
+    if not index_path.exists():
+        return [], []
+    try:
+        raw = read_json(index_path, what="store index")["entries"]
+        listed = [EntryInfo(**e) for e in raw]
+        for e in listed:
+            check_name("index key", e.key)
+    except (FlowlensError, KeyError, TypeError) as e:
+        return [], [StoreProblem("<index>", "index.json", f"unreadable index ({e}); rebuilt from the entry files")]
+    return listed, []
+
+
+def _check_listed(root: Path, listed: list[EntryInfo]) -> tuple[dict[str, EntryInfo], list[StoreProblem]]:
+    """The listed entries whose file is where it must be, not a link and of the recorded size."""
     entries: dict[str, EntryInfo] = {}
     problems: list[StoreProblem] = []
-    index_path = root / "index.json"
-    if index_path.exists():
-        try:
-            raw = read_json(index_path, what="store index")["entries"]
-            listed = [EntryInfo(**e) for e in raw]
-        except (FlowlensError, KeyError, TypeError) as e:
-            problems.append(
-                StoreProblem("<index>", "index.json", f"unreadable index ({e}); rebuilt from the entry files")
-            )
-            listed = []
-    else:
-        listed = []
     for e in listed:
-        path = root / e.file
+        try:
+            path = _entry_path(root, e)
+        except FlowlensError as err:
+            problems.append(StoreProblem(e.key, str(e.file), str(err)))
+            continue
         if not path.is_file():
             problems.append(StoreProblem(e.key, e.file, "file missing"))
         elif path.stat().st_size != e.bytes:
@@ -404,6 +528,15 @@ def _scan(root: Path, *, writable: bool) -> tuple[dict[str, EntryInfo], list[Sto
             )
         else:
             entries[e.key] = e
+    return entries, problems
+
+
+def _scan(root: Path, config: dict, *, writable: bool) -> tuple[dict[str, EntryInfo], list[StoreProblem], bool]:
+    """Read the index, check each entry's place and size, adopt complete unindexed entries that
+    match the store (precision, policy, error bound); list everything else as a problem."""
+    listed, problems = _read_index(root)
+    entries, bad = _check_listed(root, listed)
+    problems += bad
     entry_dir = root / "entries"
     if writable:
         remove_stale_temps(entry_dir)
@@ -414,10 +547,14 @@ def _scan(root: Path, *, writable: bool) -> tuple[dict[str, EntryInfo], list[Sto
         if rel in known:
             continue
         key = path.name[: -len(".flcap")]
+        if path.is_symlink():
+            problems.append(StoreProblem(key, rel, "unindexed symbolic link; links are never adopted"))
+            continue
         try:
             manifest = verify_file(path)  # full checksum check before adopting
-        except FlowlensError as err:
-            problems.append(StoreProblem(key, rel, f"unindexed and unreadable: {err}"))
+            _check_entry(manifest, config, where=f"unindexed entry file {rel!r}")
+        except (FlowlensError, MemoryError, OSError) as err:
+            problems.append(StoreProblem(key, rel, f"unindexed and not adopted: {err}"))
             continue
         entries[key] = EntryInfo(
             key, rel, path.stat().st_size, float(manifest["max_abs_error"]), manifest["metadata"]

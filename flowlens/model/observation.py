@@ -103,6 +103,13 @@ def check_observation(obs: Observation, *, action_dim: int, max_token_len: int, 
             f"got {tuple(np.shape(obs.state))}. "
             "Pad the state with zeros to action_dim."
         )
+    for name in ("state", *(f"images[{c!r}]" for c in obs.images)):
+        value = obs.state if name == "state" else obs.images[name[8:-2]]
+        if not np.isfinite(np.asarray(value, dtype=np.float32)).all():
+            raise FlowlensError(
+                f"Observation.{name} holds NaN or inf; the model would turn it into non-finite attention. "
+                "Check the dataset / normalisation stats (flowlens.model.preprocess.check_state)."
+            )
     for name in ("tokenized_prompt", "tokenized_prompt_mask"):
         shape = tuple(np.shape(getattr(obs, name)))
         if shape != (b, max_token_len):

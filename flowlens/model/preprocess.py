@@ -54,6 +54,13 @@ def resize_with_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
         )
     if image.ndim < 3:
         raise FlowlensError(f"image must be [..., H, W, C], got shape {image.shape}.")
+    h, w = image.shape[-3:-1]
+    if min(h, w) < 1 or min(FrameTransform((h, w), (height, width)).content_box[2:]) < 1:
+        raise FlowlensError(
+            f"image of {h}×{w} pixels cannot be letterboxed to {height}×{width}: "
+            f"{'it is empty' if min(h, w) < 1 else 'its content would be less than one pixel thick'}. "
+            "Pass the camera frame itself (crop or pad extreme aspect ratios first)."
+        )
     if image.shape[-3:-1] == (height, width):
         return image
     lead = image.shape[:-3]
@@ -97,9 +104,38 @@ def prepare_image(
     return to_model_range(model_img), transform
 
 
+def check_state(state) -> np.ndarray:
+    """``state`` as float32 [d]; FlowlensError unless it is a 1-D vector of finite numbers."""
+    arr = state if isinstance(state, np.ndarray) else None
+    if arr is None:
+        if isinstance(state, (str, bytes)):
+            raise FlowlensError(f"state must be a 1-D vector of numbers, got a {type(state).__name__} ({state!r:.40}).")
+        try:
+            arr = np.asarray(state)
+        except (ValueError, TypeError) as e:
+            raise FlowlensError(f"state must be a 1-D vector of numbers, got {type(state).__name__} ({e}).") from None
+    if arr.dtype.kind not in "biuf":
+        raise FlowlensError(
+            f"state must be a 1-D vector of numbers, got dtype {arr.dtype}. Pass the robot state as floats."
+        )
+    if arr.ndim != 1:
+        raise FlowlensError(
+            f"state must be a 1-D vector [d], got shape {arr.shape}; flowlens does not flatten it for you. "
+            "Pass one frame's state (e.g. state[t])."
+        )
+    arr = arr.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise FlowlensError(
+            f"state must be finite; entry {bad[0]} is {arr[bad[0]]} ({bad.size} non-finite of {arr.size}). "
+            "Check the dataset's state column / the normalisation stats."
+        )
+    return arr
+
+
 def pad_state(state: np.ndarray, action_dim: int) -> np.ndarray:
     """float32 [d] → [action_dim], zero-padded (openpi's ``PadStatesAndActions``)."""
-    state = np.asarray(state, dtype=np.float32).reshape(-1)
+    state = check_state(state)
     if state.shape[0] > action_dim:
         raise FlowlensError(
             f"state has {state.shape[0]} dims but the model's action_dim is {action_dim}; pass at most "
@@ -175,7 +211,7 @@ def make_observation(
     raw = (
         np.zeros(config.action_dim, np.float32)
         if state is None
-        else np.asarray(state, np.float32).reshape(-1)
+        else check_state(state)
     )
     if norm_stats is not None and state is not None:
         if "state" not in norm_stats:

@@ -28,7 +28,7 @@ import numpy as np
 
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError
-from flowlens.pipeline.frames import compute_frame, frame_indices
+from flowlens.pipeline.frames import capture_frame, capture_needs, compute_frame, frame_indices
 from flowlens.pipeline.render import expand_viz, output_paths, render_figures
 from flowlens.pipeline.sources import source_prompt
 from flowlens.pipeline.spec import AnalysisSpec
@@ -168,8 +168,15 @@ def run_episode(
             _clean_temps(fdir)
             key = None if capture_store is None else frame_key(source.name, i)
             frame = source.frame(i)
+            tally = counts
+            needs = capture_needs(spec, kinds, backend.num_steps)
+            if capture_store is not None and key not in capture_store and not needs.all_heads:
+                # Store first, then analyse the stored copy: a run resumed after this frame's capture
+                # reached the store analyses that same (reduced, float16) copy, so both give one result.
+                capture_frame(backend, frame, needs, seed=seed, store=capture_store, key=key, counts=counts)
+                tally = {}
             result = compute_frame(
-                backend, frame, spec, kinds=kinds, seed=seed, store=capture_store, key=key, counts=counts
+                backend, frame, spec, kinds=kinds, seed=seed, store=capture_store, key=key, counts=tally
             )
             render_figures(result, kinds, fdir, dpi=dpi, paths=paths)
             scores, layers, layout = result.layer_scores(), result.layers, result.layout

@@ -24,6 +24,7 @@ from __future__ import annotations
 import html as _html
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -160,6 +161,9 @@ def report_payload(
     return payload, checksums
 
 
+_PLACEHOLDER = re.compile(r"\{\{(TITLE|CSS|JS|DATA)\}\}")
+
+
 def _asset(name: str) -> str:
     return resources.files("flowlens.report").joinpath("assets", name).read_text(encoding="utf-8")
 
@@ -191,13 +195,14 @@ def build_report(
     """
     payload, _ = report_payload(frames, **kwargs)
     data = _script_json(payload)
-    page = (
-        _asset("report.html")
-        .replace("{{TITLE}}", _html.escape(str(payload["title"])))
-        .replace("{{CSS}}", _asset("report.css"))
-        .replace("{{JS}}", _asset("report.js"))
-        .replace("{{DATA}}", data)
-    )
+    fills = {
+        "TITLE": _html.escape(str(payload["title"])),
+        "CSS": _asset("report.css"),
+        "JS": _asset("report.js"),
+        "DATA": data,
+    }
+    # One pass over the template: text inside a filled value (a "{{DATA}}" in a title) is never re-read.
+    page = _PLACEHOLDER.sub(lambda m: fills[m.group(1)], _asset("report.html"))
     size = len(page.encode("utf-8"))
     if max_bytes is not None and size > max_bytes:
         raise FlowlensError(

@@ -140,3 +140,27 @@ def test_capture_store_is_reused_instead_of_the_model(libero_tree, cli, png_ok, 
     assert code == 0, err
     assert "2 taken from the store" in out
     png_ok(libero_tree / "ep" / "90_rollout_task0_ep0" / "frame_0007" / "attention_evolution.png")
+
+
+def test_store_resume_gives_what_an_uninterrupted_run_gives(libero_tree, cli):
+    # A run interrupted after frame 7's capture reached the store but before its scores were written
+    # resumes from the stored (float16) copy; the uninterrupted run must have used that same copy.
+    import numpy as np
+
+    base = (
+        "episode --video data/libero/90/videos/rollout_task0_ep0.mp4 --frames 0 7 --checkpoint synthetic "
+        "--viz-type evolution --layers 17 --no-progress --no-video"
+    )
+    for name in ("whole", "resumed"):
+        code, _, err = cli(*shlex.split(f"{base} --output-dir {name} --store {name}_captures"))
+        assert code == 0, err
+    frame = libero_tree / "resumed" / "90_rollout_task0_ep0" / "frame_0007"
+    (frame / "scores.npz").unlink()
+    code, out, err = cli(*shlex.split(f"{base} --output-dir resumed --store resumed_captures"))
+    assert code == 0, err
+    assert "1 taken from the store" in out
+    with (
+        np.load(libero_tree / "whole" / "90_rollout_task0_ep0" / "frame_0007" / "scores.npz") as a,
+        np.load(frame / "scores.npz") as b,
+    ):
+        assert a["scores"].tobytes() == b["scores"].tobytes()

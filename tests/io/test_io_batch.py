@@ -91,7 +91,10 @@ def test_skip_errors_then_retry(tmp_path):
     res = run_batch(bad_frame_2, specs, tmp_path / "o", chunk_size=2, on_error="skip", progress=False)
     assert [e["frame"] for e in res.errors] == [2] and list(res.table.frame) == [0, 1, 3]
     assert json.loads((tmp_path / "o" / "errors.jsonl").read_text().splitlines()[0])["key"] == "ep0__f000002"
-    res = run_batch(lambda s: [{"x": s.frame}], specs, tmp_path / "o", chunk_size=2, progress=False)
+    # the fixed function is another function: resuming with it must be asked for
+    res = run_batch(
+        lambda s: [{"x": s.frame}], specs, tmp_path / "o", chunk_size=2, progress=False, allow_fn_change=True
+    )
     assert (res.computed, list(res.table.x)) == (1, [0, 1, 2, 3])
 
 
@@ -122,6 +125,7 @@ def test_sigkill_then_resume_gives_same_tables(tmp_path):
     )
     assert [s.key for s in run.pending()][:1] == ["ep0__f000007"] and len(run.pending()) == 9
     assert len(list((tmp_path / "out" / "chunks").glob("*.parquet"))) == 2  # frames 0-5; frame 6 is a part
+    run.close()  # one run per folder: release it before the resumed run starts
     subprocess.run(
         [sys.executable, str(script), str(tmp_path / "out"), "run"], check=True, env=env, timeout=60
     )

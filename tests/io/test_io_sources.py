@@ -427,3 +427,37 @@ def test_lerobot_video_features(tmp_path):
     np.testing.assert_array_equal(f.images["base_0_rgb"], frames[3])
     np.testing.assert_array_equal(f.state, np.full(8, 3.0, np.float32))
     np.testing.assert_array_equal(f.actions, np.full(7, 0.5, np.float32))
+
+
+def _as_hf_cache(dataset, cache):
+    """Lay ``dataset`` out like the Hugging Face hub cache: files in blobs/, symlinks in snapshots/<rev>/."""
+    import hashlib
+    import os
+    import shutil
+
+    snap = cache / "snapshots" / "0123abc"
+    (cache / "blobs").mkdir(parents=True)
+    for f in sorted(p for p in dataset.rglob("*") if p.is_file()):
+        blob = cache / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        shutil.copyfile(f, blob)
+        link = snap / f.relative_to(dataset)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)
+    return snap
+
+
+def test_lerobot_in_the_hugging_face_cache_layout(tmp_path):
+    data = make_lerobot(tmp_path / "plain", episodes=(3,))
+    snap = _as_hf_cache(tmp_path / "plain", tmp_path / "hub" / "datasets--org--libero")
+    assert (snap / "data" / "chunk-000" / "episode_000000.parquet").is_symlink()
+    with open_episode(snap) as src:
+        assert len(src) == 3
+        np.testing.assert_array_equal(src.images(1)["base_0_rgb"], data[0][0][1])
+    # a link leaving the cache root is still refused
+    link = snap / "data" / "chunk-000" / "episode_000000.parquet"
+    outside = tmp_path / "elsewhere.parquet"
+    outside.write_bytes(link.read_bytes())
+    link.unlink()
+    link.symlink_to(outside)
+    with pytest.raises(FlowlensError, match=r"points outside .*datasets--org--libero"):
+        open_episode(snap)

@@ -325,3 +325,17 @@ def test_full_size_libero_checkpoint_gets_libero_settings(tmp_path):
     assert _libero_guess(shapes, tmp_path / "pi05_droid", None) is None
     assert infer_config(shapes, _libero_guess(shapes, tmp_path / "pi05_libero", None)).action_horizon == 10
     assert _libero_guess(random_params(TINY), tmp_path / "libero", None) is None  # tiny: no guess
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_weights_are_refused_naming_the_parameter(tmp_path, bad):
+    # orbax (zarr v2 + OCDBT, as openpi writes) keeps no checksum of array data, so a corrupted
+    # checkpoint can only be caught where it shows: non-finite weights.
+    params = random_params(TINY, 0)
+    flat = traverse_util.flatten_dict(params, sep="/")
+    flat["action_in_proj/kernel"] = flat["action_in_proj/kernel"].copy()
+    flat["action_in_proj/kernel"][1, 2] = bad
+    save_openpi_checkpoint(traverse_util.unflatten_dict(flat, sep="/"), tmp_path)
+    with pytest.raises(FlowlensError, match=r"'action_in_proj/kernel' holds 1 non-finite value"):
+        load_params(tmp_path)
+    assert not np.isfinite(flatten_params(load_params(tmp_path, check_finite=False))["action_in_proj/kernel"]).all()

@@ -191,3 +191,17 @@ def test_the_model_does_not_import_the_sampler():
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "flowlens.model.sampler" not in imported and "flowlens.model.knockout" in imported
     assert not hasattr(pi0.Pi0Model, "sample_actions")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_state_is_named_not_blamed_on_the_softmax(bad):
+    import dataclasses
+
+    obs = kit.observation("test_tiny")
+    state = np.array(obs.state, np.float32)
+    state[1, 0] = bad
+    with pytest.raises(FlowlensError, match=r"Observation\.state holds NaN or inf"):
+        sample_actions(
+            kit.model("test_tiny"), kit.params("test_tiny"), dataclasses.replace(obs, state=state), rng=jax.random.key(0),
+            capture=CaptureConfig(),
+        )

@@ -226,3 +226,48 @@ def test_image_mask_override(tok):
         {"base_0_rgb": _frame(56, 56)}, "x", None, tok, cfg, image_masks={"right_wrist_0_rgb": True}
     )
     assert bool(obs.image_masks["right_wrist_0_rgb"][0]) and not bool(obs.image_masks["left_wrist_0_rgb"][0])
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ("0.5", r"state must be a 1-D vector of numbers, got a str"),
+        (np.array(["a", "b"]), r"state must be a 1-D vector of numbers, got dtype <U1"),
+        (np.array([1.0, None], dtype=object), r"state must be a 1-D vector of numbers, got dtype object"),
+        (np.ones((2, 2)), r"state must be a 1-D vector \[d\], got shape \(2, 2\)"),
+        (np.array([0.1, np.nan, 0.3]), r"state must be finite; entry 1 is nan"),
+        (np.array([0.1, 0.2, -np.inf]), r"state must be finite; entry 2 is -inf"),
+    ],
+)
+def test_bad_states_are_named(tok, state, message):
+    cfg = get_config("test_tiny")
+    with pytest.raises(FlowlensError, match=message):
+        make_observation({"base_0_rgb": _frame(56, 56)}, "x", state, tok, cfg)
+    with pytest.raises(FlowlensError, match=message):
+        pad_state(state, 8)
+
+
+@pytest.mark.parametrize(("h", "w"), [(0, 0), (1, 4000), (4000, 1), (0, 5)])
+def test_degenerate_images_are_named(tok, h, w):
+    cfg = get_config("test_tiny")
+    frame = np.zeros((h, w, 3), np.uint8)
+    with pytest.raises(FlowlensError, match=rf"{h}×{w}"):
+        make_observation({"base_0_rgb": frame}, "x", None, tok, cfg)
+    with pytest.raises(FlowlensError, match=rf"{h}×{w}"):
+        resize_with_pad(frame, 224, 224)
+
+
+def test_non_finite_observation_is_named_before_the_model(tok):
+    import dataclasses
+
+    cfg = get_config("pi0_libero")
+    obs = make_observation({"base_0_rgb": _frame(224, 224)}, "x", np.zeros(8), tok, cfg)
+    check_observation(obs, action_dim=32, max_token_len=48, image_size=224, cameras=cfg.cameras)
+    state = obs.state.copy()
+    state[0, 3] = np.nan
+    with pytest.raises(FlowlensError, match=r"Observation\.state holds NaN or inf"):
+        check_observation(dataclasses.replace(obs, state=state), action_dim=32, max_token_len=48, image_size=224)
+    images = dict(obs.images)
+    images["base_0_rgb"] = np.full_like(images["base_0_rgb"], np.inf)
+    with pytest.raises(FlowlensError, match=r"Observation\.images\['base_0_rgb'\] holds NaN or inf"):
+        check_observation(dataclasses.replace(obs, images=images), action_dim=32, max_token_len=48, image_size=224)

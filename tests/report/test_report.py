@@ -128,3 +128,16 @@ def test_write_report_is_atomic(tmp_path, frames, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_report(tmp_path / "new.html", frames)
     assert sorted(os.listdir(tmp_path)) == ["r.html"]
+
+
+def test_placeholders_in_title_or_prompt_are_not_substituted():
+    # {{DATA}} / {{CSS}} / {{JS}} in user text stay literal text: the template is filled in one pass.
+    prompt = "pick {{DATA}} up {{JS}}"
+    frames = make_frames(prompt=prompt, count=1)
+    title = "{{DATA}} {{CSS}} {{JS}} {{TITLE}}"
+    html = build_report(frames, title=title)
+    assert f"<title>{title}</title>" in html
+    plain = build_report(frames, title="t")
+    assert len(html) - len(plain) == 2 * (len(title) - 1)  # the title appears in <title> and the JSON
+    data = embedded(html)
+    assert data["title"] == title

@@ -148,3 +148,27 @@ def test_builtin_model_grounds_the_prompt_in_the_image_tokens():
     assert intact >= chance + 0.4
     assert no_prompt_for_patches <= chance + 0.2
     assert no_prompt_for_actions >= chance + 0.4
+
+
+def test_builtin_model_does_not_read_the_state_and_refuses_a_non_finite_one():
+    # As documented (config.py): the state is neither a token nor in the prompt, so the chunks for
+    # state 0 and 5 are identical; a NaN state is still refused by name rather than ignored.
+    import jax
+
+    from flowlens.model import sample_actions
+    from flowlens.model.pi0 import Pi0Model
+    from flowlens.tasks.tabletop.evaluate import held_out_cases
+    from flowlens.tasks.tabletop.policy import observe
+
+    config, params, tok = load_builtin("tabletop")
+    stats = load_builtin_norm_stats("tabletop")
+    case = held_out_cases(1, render_frames=True)[0]
+    frames = {c: case.episode.frames[c][case.t] for c in config.cameras}
+    model = Pi0Model(config)
+    chunks = []
+    for v in (0.0, 5.0):
+        obs = observe(frames, case.scene.prompt, np.full(4, v, np.float32), tok, config, stats)
+        chunks.append(np.asarray(sample_actions(model, params, obs, rng=jax.random.key(0))[0]))
+    assert chunks[0].tobytes() == chunks[1].tobytes()
+    with pytest.raises(FlowlensError, match=r"state must be finite; entry 0 is nan"):
+        observe(frames, case.scene.prompt, np.full(4, np.nan, np.float32), tok, config, stats)

@@ -100,8 +100,19 @@ def _read_info(root: Path) -> dict:
     return info
 
 
+def _trusted_root(root: Path) -> Path:
+    """The folder a dataset's files (after following links) must lie in: the dataset folder, or
+    for a Hugging Face hub cache snapshot (``<cache>/snapshots/<revision>``, files linked into
+    ``<cache>/blobs/``) the cache folder ``<cache>`` of that one dataset."""
+    real = root.resolve()
+    if real.parent.name == "snapshots" and (real.parent.parent / "blobs").is_dir():
+        return real.parent.parent
+    return root
+
+
 class LeRobotEpisodeSource(EpisodeSource):
-    """One episode of a LeRobot v2 dataset."""
+    """One episode of a LeRobot v2 dataset (a plain folder or a Hugging Face cache snapshot, whose
+    files are links into the dataset's ``blobs/``; links leaving that cache folder are refused)."""
 
     kind = "lerobot"
 
@@ -135,7 +146,8 @@ class LeRobotEpisodeSource(EpisodeSource):
         rel = str(info.get("data_path", DEFAULT_DATA_PATH)).format(
             episode_chunk=chunk, episode_index=self.episode_index
         )
-        self.path = inside(root, rel, what="data_path")
+        self._trusted = _trusted_root(root)
+        self.path = self._inside(rel, what="data_path")
         self.name = f"{root.name}_ep{self.episode_index:06d}"
         self.fps = float(info["fps"]) if info.get("fps") else None
         features = info.get("features", {})
@@ -165,7 +177,7 @@ class LeRobotEpisodeSource(EpisodeSource):
                 vrel = str(info["video_path"]).format(
                     episode_chunk=chunk, video_key=col, episode_index=self.episode_index
                 )
-                self._videos[cam] = VideoReader(inside(root, vrel, what="video_path"))
+                self._videos[cam] = VideoReader(self._inside(vrel, what="video_path"))
                 self._n = self._n or len(self._videos[cam])
             elif col not in names:
                 raise FlowlensError(
@@ -225,12 +237,19 @@ class LeRobotEpisodeSource(EpisodeSource):
                 out[cam] = self._decode(self._table[col][index], col, index)
         return out
 
+    def _inside(self, rel: str, *, what: str) -> Path:
+        """``self.root / rel`` resolved; FlowlensError when it (or a link on the way) leaves the
+        trusted root (see ``_trusted_root``)."""
+        if self._trusted == self.root:
+            return inside(self.root, rel, what=what)
+        return inside(self._trusted, os.path.relpath(self.root.resolve() / rel, self._trusted), what=what)
+
     def _decode(self, cell, column: str, index: int) -> np.ndarray:
         data = cell
         if isinstance(cell, dict):
             data = cell.get("bytes")
             if data is None and cell.get("path"):
-                file = inside(self.root, cell["path"], what=f"image path in column {column!r}")
+                file = self._inside(cell["path"], what=f"image path in column {column!r}")
                 if not file.is_file():
                     raise FlowlensError(
                         f"frame {index}, column {column!r} of {str(self.path)!r} refers to "

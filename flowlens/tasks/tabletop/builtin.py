@@ -18,6 +18,9 @@ Example::
     obs = make_observation(frames, "put the red cube in the blue bowl", state, tokenizer, config,
                            norm_stats=stats)
     actions, capture = sample_actions(Pi0Model(config), params, obs, rng=key, capture=CaptureConfig())
+
+The model reads the two cameras and the prompt, not the state (see ``config``): ``state`` must be
+a finite 4-vector but any value gives the same actions.
 """
 
 from __future__ import annotations

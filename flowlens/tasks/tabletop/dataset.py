@@ -1,4 +1,8 @@
-"""Training samples for the tabletop policy: (base + wrist image, prompt, state) → action chunk.
+"""Training samples for the tabletop policy: (base + wrist image, prompt) → action chunk.
+
+Each sample also carries the robot state (normalised and padded like openpi's), but the tabletop
+model does not read it: as ``pi05_libero`` it has no state token and a Pi0-format prompt, so its
+chunks are the same for any state (``flowlens.tasks.tabletop.config``).
 
 A sample is one frame of an expert episode, turned into model inputs the way inference does it
 (:func:`flowlens.model.preprocess.resize_with_pad` letterboxes each frame into the 56-px model

@@ -49,7 +49,9 @@ def observe(
     """One tabletop frame (camera → uint8 [H, W, 3]), prompt and raw state [4] → Observation (B = 1).
 
     The prompt is in Pi0's format (``discrete_state=False``, as ``pi05_libero``): the tabletop
-    model is trained without the state in the prompt (a Pi0.5 model never sees the state).
+    model is trained without the state in the prompt and, being a Pi0.5, has no state token, so
+    the state does not change its actions. It is still checked (a finite 4-vector; FlowlensError
+    otherwise) and carried in the Observation like openpi's.
     """
     return make_observation(
         frames,
