@@ -43,7 +43,8 @@ import numpy as np
 
 from flowlens.core.capture import AttentionPass, Capture, PassKind
 from flowlens.core.openpi_layout import pi0_layout
-from flowlens.io import ERROR_BOUND, PRECISIONS, FrameSpec, action_group_mass, open_store, run_batch
+from flowlens.analysis import action_group_mass
+from flowlens.io import ERROR_BOUND, PRECISIONS, FrameSpec, open_store, run_batch
 from flowlens.io.store import policy_bytes
 
 LAYERS, HEADS, STEPS = 18, 8, 10

@@ -13,6 +13,7 @@ from flowlens._lazy import lazy_getattr
 
 _MODULES = {
     "flowlens.analysis.rollout": ("Rollout", "attention_rollout", "rollout_rows"),
+    "flowlens.analysis.rows": ("action_group_mass", "read_rows"),
     "flowlens.analysis.flow": ("FlowResult", "attention_flow"),
     "flowlens.analysis.heads": ("HeadAttention", "HeadRanking", "HeadStats", "head_attention", "head_stats",
                                 "rank_heads"),

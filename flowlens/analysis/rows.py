@@ -327,3 +327,29 @@ def read_rows(
         time=None if suffix is None else suffix.time,
         key_stop=key_stop,
     )
+
+
+def action_group_mass(capture) -> list[dict]:
+    """A minimal per-frame analysis (examples, tests, benchmarks): for each denoising step and
+    layer, the attention mass the action queries (heads and action rows averaged) put on each
+    token group of ``capture.layout.groups()``.
+
+    Returns:
+      rows ``{"step", "layer", "group", "mass"}``; the masses of one (step, layer) sum to ≈ 1.
+    """
+    layout = capture.layout
+    groups = layout.groups()
+    act = layout.actions
+    rows = []
+    for p in capture.steps:
+        recorded = act.indices[np.isin(act.indices, p.query_rows)]  # the action rows this pass kept
+        if recorded.size == 0:
+            continue
+        block = read_rows(capture, recorded, step=p.step, heads="stored")  # [layer, head, query, valid key]
+        mean = block.probs.mean(axis=(1, 2), dtype=np.float64)  # [layer, valid key]
+        cols = {g: block.key_positions(idx) for g, idx in groups.items()}
+        for li, layer in enumerate(block.layers):
+            rows += [
+                {"step": p.step, "layer": layer, "group": g, "mass": float(mean[li, c].sum())} for g, c in cols.items()
+            ]
+    return rows

@@ -20,7 +20,6 @@ from flowlens.io.files import write_json_atomic as write_json_atomic
 from flowlens.io.batch import BatchResult as BatchResult
 from flowlens.io.batch import BatchRun as BatchRun
 from flowlens.io.batch import FrameSpec as FrameSpec
-from flowlens.io.batch import action_group_mass as action_group_mass
 from flowlens.io.batch import plan_frames as plan_frames
 from flowlens.io.batch import run_batch as run_batch
 from flowlens.io.capture_file import load_capture as load_capture
@@ -64,7 +63,6 @@ __all__ = [
     "FrameSpec",
     "LeRobotEpisodeSource",
     "Mp4RolloutSource",
-    "action_group_mass",
     "apply_policy",
     "frame_key",
     "list_episodes",

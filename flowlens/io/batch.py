@@ -166,51 +166,6 @@ def plan_frames(
     return specs
 
 
-def action_group_mass(capture) -> list[dict]:
-    """A minimal per-frame analysis (examples, tests, benchmarks): for each denoising step and
-    layer, the attention mass the action queries (heads and action rows averaged) put on each
-    token group of ``capture.layout.groups()``.
-
-    Returns:
-      rows ``{"step", "layer", "group", "mass"}``; the masses of one (step, layer) sum to ≈ 1.
-    """
-    from flowlens.analysis.rows import read_rows
-
-    layout = capture.layout
-    groups = layout.groups()
-    act = layout.actions
-    rows = []
-    for p in capture.steps:
-        recorded = act.indices[np.isin(act.indices, p.query_rows)]  # the action rows this pass kept
-        if recorded.size == 0:
-            continue
-        block = read_rows(capture, recorded, step=p.step, heads="stored")  # [layer, head, query, valid key]
-        mean = block.probs.mean(axis=(1, 2), dtype=np.float64)  # [layer, valid key]
-        cols = {g: block.key_positions(idx) for g, idx in groups.items()}
-        for li, layer in enumerate(block.layers):
-            rows += [
-                {"step": p.step, "layer": layer, "group": g, "mass": float(mean[li, c].sum())} for g, c in cols.items()
-            ]
-    return rows
-
-
-def synthetic_group_mass(spec: FrameSpec) -> list[dict]:
-    """Example per-frame function without a model: a synthetic capture (``flowlens.testing``) seeded
-    by the spec's episode and frame, analysed with ``action_group_mass``. Options read from the
-    spec: ``variant`` ("toy"), ``num_layers`` (2), ``num_heads`` (2), ``num_steps`` (2)."""
-    from flowlens.testing import synthetic_capture
-
-    seed = int.from_bytes(hashlib.sha256(spec.key.encode()).digest()[:4], "little")
-    capture = synthetic_capture(
-        spec.option("variant", "toy"),
-        seed=seed,
-        num_layers=spec.option("num_layers", 2),
-        num_heads=spec.option("num_heads", 2),
-        num_steps=spec.option("num_steps", 2),
-    )
-    return action_group_mass(capture)
-
-
 # ---- the run -------------------------------------------------------------------------------
 def _plan_hash(specs: Sequence[FrameSpec]) -> str:
     blob = json.dumps([s.to_dict() for s in specs], sort_keys=True, default=str).encode()

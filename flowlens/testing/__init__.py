@@ -10,7 +10,8 @@ from flowlens.testing.synthetic import joint_attention as joint_attention
 from flowlens.testing.synthetic import masked_softmax as masked_softmax
 from flowlens.testing.synthetic import structured_capture as structured_capture
 from flowlens.testing.synthetic import synthetic_capture as synthetic_capture
+from flowlens.testing.synthetic import synthetic_group_mass as synthetic_group_mass
 from flowlens.testing.synthetic import toy_layout as toy_layout
 
 __all__ = ["MASK_VALUE", "capture_from_joint", "joint_attention", "masked_softmax", "structured_capture",
-           "synthetic_capture", "toy_layout"]
+           "synthetic_capture", "synthetic_group_mass", "toy_layout"]

@@ -18,6 +18,7 @@ frame's layout and patch saliency. Every pass draws from its own random stream
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -284,3 +285,20 @@ def capture_from_joint(layout: TokenLayout, joint: np.ndarray, *, logits_seed: i
                             step=0, time=1.0))
     return Capture(layout=layout, num_layers=joint.shape[0], num_heads=joint.shape[1], passes=passes,
                    model="synthetic")
+
+
+def synthetic_group_mass(spec) -> list[dict]:
+    """Example per-frame function for ``flowlens.io.run_batch`` without a model: a synthetic capture
+    seeded by the ``FrameSpec``'s episode and frame, analysed with ``action_group_mass``. Options read from the
+    spec: ``variant`` ("toy"), ``num_layers`` (2), ``num_heads`` (2), ``num_steps`` (2)."""
+    from flowlens.analysis.rows import action_group_mass
+
+    seed = int.from_bytes(hashlib.sha256(spec.key.encode()).digest()[:4], "little")
+    capture = synthetic_capture(
+        spec.option("variant", "toy"),
+        seed=seed,
+        num_layers=spec.option("num_layers", 2),
+        num_heads=spec.option("num_heads", 2),
+        num_steps=spec.option("num_steps", 2),
+    )
+    return action_group_mass(capture)

@@ -13,7 +13,7 @@ from flowlens.core import make_capture
 from flowlens.analysis.rollout import rollout
 from flowlens.analysis.rows import head_attention, read_rows
 from flowlens.core.graph import TokenGraph, fuse_heads
-from flowlens.io.batch import action_group_mass
+from flowlens.analysis.rows import action_group_mass
 from flowlens.io.store import apply_policy
 from flowlens.pipeline import AnalysisSpec
 from flowlens.pipeline.analyze import compute_scores

@@ -10,16 +10,10 @@ import pandas as pd
 import pytest
 
 from flowlens.errors import FlowlensError
-from flowlens.io.batch import (
-    BatchRun,
-    FrameSpec,
-    action_group_mass,
-    plan_frames,
-    run_batch,
-    synthetic_group_mass,
-)
+from flowlens.analysis.rows import action_group_mass
+from flowlens.io.batch import BatchRun, FrameSpec, plan_frames, run_batch
 from flowlens.io.sources import write_episode, write_video
-from flowlens.testing import synthetic_capture
+from flowlens.testing import synthetic_capture, synthetic_group_mass
 
 
 def make_specs(episodes=3, frames=5, **options):
@@ -104,7 +98,8 @@ def test_sigkill_then_resume_gives_same_tables(tmp_path):
     script.write_text(
         textwrap.dedent("""
         import os, signal, sys
-        from flowlens.io.batch import FrameSpec, run_batch, synthetic_group_mass
+        from flowlens.io.batch import FrameSpec, run_batch
+        from flowlens.testing import synthetic_group_mass
         def fn(spec):
             if sys.argv[2] == "kill" and spec.key == "ep0__f000007":
                 os.kill(os.getpid(), signal.SIGKILL)

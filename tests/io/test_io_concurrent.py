@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from flowlens.errors import FlowlensError
-from flowlens.io.batch import BatchRun, FrameSpec, run_batch, synthetic_group_mass
+from flowlens.io.batch import BatchRun, FrameSpec, run_batch
+from flowlens.testing import synthetic_group_mass
 from flowlens.io.store import open_store
 
 SPECS = [FrameSpec(f"ep{e}", f) for e in range(2) for f in range(6)]
@@ -63,9 +64,9 @@ RACE = textwrap.dedent("""
     from pathlib import Path
 
     from flowlens.errors import FlowlensError
-    from flowlens.io.batch import FrameSpec, run_batch, synthetic_group_mass
+    from flowlens.io.batch import FrameSpec, run_batch
     from flowlens.io.store import open_store
-    from flowlens.testing import synthetic_capture
+    from flowlens.testing import synthetic_capture, synthetic_group_mass
 
     SPECS = [FrameSpec(f"ep{e}", f) for e in range(2) for f in range(6)]
 
