@@ -172,6 +172,22 @@ def _kill(alive, layer, t):
     alive[layer, t >> 6] &= ~(np.uint64(1) << np.uint64(t & 63))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _live_arc(C, F, alive, m, f, heads, i, end, tol):
+    """First position in heads[i:end] whose head t is alive with residual C[m, f, t] - F[m, f, t] > tol.
+
+    Returns (position, t, residual), or (end, -1, 0.0) when there is none.
+    """
+    while i < end:
+        t = heads[i]
+        if (alive[m, t >> 6] >> np.uint64(t & 63)) & np.uint64(1):
+            r = C[m, f, t] - F[m, f, t]
+            if r > tol:
+                return i, t, r
+        i += 1
+    return end, -1, 0.0
+
+
 @numba.njit(cache=True, nogil=True)
 def _first_phase(C, F, c, fT, q, top, tol, alive, fat, ptr, total, bound, stack, kinds, res, add,
                  touched, nt, rptr, rcol):
@@ -214,28 +230,15 @@ def _first_phase(C, F, c, fT, q, top, tol, alive, fat, ptr, total, bound, stack,
             continue
         m = k - 2
         p = ptr[v]
-        found = -1
+        t = -1
         r = 0.0
-        while p < K:  # the row's widest arcs first
-            t = fat[m, f, p]
-            if (alive[m, t >> 6] >> np.uint64(t & 63)) & np.uint64(1):
-                r = C[m, f, t] - F[m, f, t]
-                if r > tol:
-                    found = m * n + t
-                    break
-            p += 1
-        if found < 0:  # then every listed live arc in index order (widest ones again: harmless)
-            i = rptr[m, f] + p - K
-            end = rptr[m, f + 1]
-            while i < end:
-                t = rcol[i]
-                if (alive[m, t >> 6] >> np.uint64(t & 63)) & np.uint64(1):
-                    r = C[m, f, t] - F[m, f, t]
-                    if r > tol:
-                        found = m * n + t
-                        break
-                i += 1
-            p = i - rptr[m, f] + K
+        if p < K:  # the row's widest arcs first
+            p, t, r = _live_arc(C, F, alive, m, f, fat[m, f], p, K, tol)
+        if t < 0:  # then every listed live arc in index order (widest ones again: harmless)
+            base = rptr[m, f]
+            i, t, r = _live_arc(C, F, alive, m, f, rcol, base + p - K, rptr[m, f + 1], tol)
+            p = i - base + K
+        found = m * n + t if t >= 0 else -1
         ptr[v] = p
         if found >= 0:
             kinds[depth] = 1
