@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Sequence
 
 from flowlens.cli import compare, demo, episode, report, single
+from flowlens.cli.caches import enable_jax_cache
 from flowlens.errors import FlowlensError
 
 SUBCOMMANDS = {"single": single, "episode": episode, "compare": compare, "report": report, "demo": demo}
@@ -105,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
+        enable_jax_cache()
         with _blas_threads(1), _short_warnings(), contextlib.ExitStack() as args.exit_stack:
             return int(args.run(args) or 0)
     except FlowlensError as e:

@@ -32,8 +32,11 @@ def _reset(F, touched, ntouched, overflow):
 
 
 @numba.njit(cache=True, nogil=True)
-def _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T):
+def _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T, rptr, rcol, cptr, ccol):
     """Backward BFS from T over residual arcs; labels = distance to T. Returns the label of q or -1.
+
+    Scans only the arcs listed in ``rptr``/``rcol`` (row lists) and ``cptr``/``ccol`` (column lists):
+    an arc missing there has capacity <= tol and so is saturated from the start.
 
     Node id of (layer k, token f) is (k-1)*n + f for k = 1..top; T has id top*n.
     Stops as soon as q is labelled: every node with a smaller label is then final.
@@ -71,7 +74,8 @@ def _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T):
                     tail += 1
                     return d, tail
             else:
-                for g in range(n):
+                for i in range(cptr[m, t], cptr[m, t + 1]):
+                    g = ccol[i]
                     w = base + g
                     if lab[w] < 0 and reach[k, g] and CT[m, t, g] - F[m, g, t] > tol:
                         lab[w] = d
@@ -81,7 +85,8 @@ def _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T):
         if k >= 2:
             m = k - 2
             base = (k - 2) * n
-            for u in range(n):
+            for i in range(rptr[m, t], rptr[m, t + 1]):
+                u = rcol[i]
                 w = base + u
                 if lab[w] < 0 and F[m, t, u] > tol:
                     lab[w] = d
@@ -162,48 +167,35 @@ def _flush(F, fT, n, stack, kinds, add, lo, hi, touched, nt):
     return nt
 
 
-def _debruijn_table() -> np.ndarray:
-    table = np.zeros(64, np.int64)
-    for i in range(64):
-        table[((1 << i) * _DEBRUIJN % (1 << 64)) >> 58] = i
-    return table
-
-
-_DEBRUIJN = 0x03F79D71B4CB0A89
-_CTZ_TABLE = _debruijn_table()  # read-only constant: bit index of an isolated lowest set bit
-_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _next_alive(alive, layer, p):
-    """Smallest t >= p whose bit is set in ``alive[layer]`` (a uint64 bitset), or -1."""
-    nw = alive.shape[1]
-    wi = p >> 6
-    if wi >= nw:
-        return -1
-    bits = alive[layer, wi] & (_ALL << np.uint64(p & 63))
-    while bits == np.uint64(0):
-        wi += 1
-        if wi >= nw:
-            return -1
-        bits = alive[layer, wi]
-    low = bits & (np.uint64(0) - bits)
-    return (wi << 6) + _CTZ_TABLE[np.int64((low * np.uint64(_DEBRUIJN)) >> np.uint64(58))]
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _kill(alive, layer, t):
     alive[layer, t >> 6] &= ~(np.uint64(1) << np.uint64(t & 63))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _live_arc(C, F, alive, m, f, heads, i, end, tol):
+    """First position in heads[i:end] whose head t is alive with residual C[m, f, t] - F[m, f, t] > tol.
+
+    Returns (position, t, residual), or (end, -1, 0.0) when there is none.
+    """
+    while i < end:
+        t = heads[i]
+        if (alive[m, t >> 6] >> np.uint64(t & 63)) & np.uint64(1):
+            r = C[m, f, t] - F[m, f, t]
+            if r > tol:
+                return i, t, r
+        i += 1
+    return end, -1, 0.0
+
+
 @numba.njit(cache=True, nogil=True)
 def _first_phase(C, F, c, fT, q, top, tol, alive, fat, ptr, total, bound, stack, kinds, res, add,
-                 touched, nt):
+                 touched, nt, rptr, rcol):
     """Blocking flow on the forward layered DAG (label = layer).
 
-    ``alive[k-1]`` is a bitset of the nodes of layer k not yet known to be dead; a row scan jumps
-    over dead nodes a 64-bit word at a time, so proving a whole region dead costs O(n/64) per row
-    instead of O(n). Returns (total, nt).
+    ``alive[k-1]`` is a bitset of the nodes of layer k not yet known to be dead. A row scans its
+    widest arcs, then its listed arcs (``rptr``/``rcol``: capacity > tol) in index order, skipping
+    dead heads. Returns (total, nt).
     """
     n = c.shape[0]
     K = fat.shape[2]
@@ -238,30 +230,15 @@ def _first_phase(C, F, c, fT, q, top, tol, alive, fat, ptr, total, bound, stack,
             continue
         m = k - 2
         p = ptr[v]
-        found = -1
+        t = -1
         r = 0.0
-        while p < K:  # the row's widest arcs first
-            t = fat[m, f, p]
-            if (alive[m, t >> 6] >> np.uint64(t & 63)) & np.uint64(1):
-                r = C[m, f, t] - F[m, f, t]
-                if r > tol:
-                    found = m * n + t
-                    break
-            p += 1
-        if found < 0:  # then every live arc in index order (widest ones again: harmless)
-            p -= K
-            while True:
-                t = _next_alive(alive, m, p)
-                if t < 0:
-                    p = n
-                    break
-                r = C[m, f, t] - F[m, f, t]
-                if r > tol:
-                    found = m * n + t
-                    p = t
-                    break
-                p = t + 1
-            p += K
+        if p < K:  # the row's widest arcs first
+            p, t, r = _live_arc(C, F, alive, m, f, fat[m, f], p, K, tol)
+        if t < 0:  # then every listed live arc in index order (widest ones again: harmless)
+            base = rptr[m, f]
+            i, t, r = _live_arc(C, F, alive, m, f, rcol, base + p - K, rptr[m, f + 1], tol)
+            p = i - base + K
+        found = m * n + t if t >= 0 else -1
         ptr[v] = p
         if found >= 0:
             kinds[depth] = 1
@@ -379,7 +356,7 @@ def _cut_capacity(Corig_T, c_orig, lab, reach, q, top, n):
 
 @numba.njit(cache=True, nogil=True)
 def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, tol,
-                 problems, touch_cap, out_val, out_up, out_phases):
+                 problems, touch_cap, out_val, out_up, out_phases, rptr, rcol, cptr, ccol):
     """Solve the listed problems sequentially with one workspace (one worker)."""
     M = C.shape[0]
     n = sinks.shape[1]
@@ -435,12 +412,12 @@ def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches,
             if not c[f] > tol:
                 _kill(alive, 0, f)
         total, nt = _first_phase(C, F, c, fT, q, top, tol, alive, fat, ptr, total, bound, stack,
-                                 kinds, res, add, touched, nt)
+                                 kinds, res, add, touched, nt, rptr, rcol)
         if nt > touch_cap:
             overflow = True
         upper = bound
         while total < bound - tol:
-            ds, nq = _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T)
+            ds, nq = _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T, rptr, rcol, cptr, ccol)
             if ds < 0:
                 cut = _cut_capacity(Corig_T, sinks_orig[sidx[pi]], lab, reach, q, top, n)
                 upper = min(cut, bound)
@@ -462,10 +439,10 @@ def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches,
 
 @numba.njit(cache=True, parallel=True)
 def _solve_parallel(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, tol,
-                    nworkers, touch_cap, out_val, out_up, out_phases):
+                    nworkers, touch_cap, out_val, out_up, out_phases, rptr, rcol, cptr, ccol):
     """Split the problems over ``nworkers`` threads, interleaved (problem i goes to worker i % w)."""
     P = queries.shape[0]
     for w in numba.prange(nworkers):
         problems = np.arange(w, P, nworkers)
         _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, tol,
-                     problems, touch_cap, out_val, out_up, out_phases)
+                     problems, touch_cap, out_val, out_up, out_phases, rptr, rcol, cptr, ccol)

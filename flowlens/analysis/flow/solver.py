@@ -18,8 +18,10 @@ Algorithm: Dinic's blocking-flow method specialised to layered dense capacity ma
   the capacities, shared by all workers.
 * The DFS keeps the residual of each path arc on its stack and writes an arc's flow to ``F`` once,
   when the arc leaves the stack, instead of on every augmentation.
+* Arcs with capacity <= tol are saturated from the start; the kernels scan per-row and per-column
+  lists of the other arcs only (:func:`arc_lists`), which on peaked attention is a small fraction.
 * Phase 1 uses the layer index as the distance label, so the first blocking flow needs no BFS;
-  each layer keeps a bitset of live nodes so rows skip dead regions 64 nodes at a time.
+  each layer keeps a bitset of live nodes and rows skip arcs into dead nodes.
 * Later phases label nodes by a *backward* BFS from T in the residual graph; at a min cut near the
   sink this BFS only visits the few sink-side nodes. Nodes are bucketed by (label, layer) so the DFS
   scans only candidate arcs.
@@ -66,6 +68,34 @@ def widest_arcs(C: np.ndarray, k: int) -> np.ndarray:
         vals = np.take_along_axis(C[m], part, axis=1)
         out[m] = np.take_along_axis(part, np.argsort(-vals, axis=1, kind="stable"), axis=1)
     return out
+
+
+def arc_lists(C: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """The arcs of every row with capacity > tol, in index order (CSR over all layers).
+
+    An arc with capacity <= tol is saturated before any flow is sent and stays so, so the kernels
+    scan only these lists: identical results, and on peaked attention (most entries are below
+    1e-12) a fraction of the work.
+
+    Args:
+      C: float64 [M, n, n].
+      tol: the solver's saturation tolerance.
+
+    Returns:
+      (ptr, col): int64 [M, n+1] where row (m, f) lists ``col[ptr[m, f]:ptr[m, f+1]]``, and int32 [nnz].
+    """
+    M, n = C.shape[0], C.shape[-1]
+    ptr = np.zeros((M, n + 1), np.int64)
+    cols = []
+    start = 0
+    for m in range(M):  # one layer at a time keeps index temporaries small
+        keep = C[m] > tol
+        ptr[m, 1:] = start + np.cumsum(keep.sum(axis=1))
+        ptr[m, 0] = start
+        cols.append(np.nonzero(keep)[1].astype(np.int32))
+        start = int(ptr[m, n])
+    col = np.concatenate(cols) if cols else np.zeros(0, np.int32)
+    return ptr, col
 
 
 def reachable(C: np.ndarray, queries: np.ndarray, n: int) -> np.ndarray:
@@ -138,6 +168,8 @@ def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: flo
         CT_orig = CT if not pruned else np.ascontiguousarray(
             np.asarray(C_orig, np.float64).transpose(0, 2, 1))
     fat = widest_arcs(C, fat_arcs)
+    rptr, rcol = arc_lists(C, tol)
+    cptr, ccol = arc_lists(CT, tol)
     uq, qidx = np.unique(queries, return_inverse=True)
     reaches = reachable(np.asarray(C_orig), uq, n)
     qidx = qidx.astype(np.int64)
@@ -167,8 +199,10 @@ def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: flo
     if P:
         if nworkers == 1:
             _solve_range(C, CT, CT_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds,
-                         float(tol), np.arange(P, dtype=np.int64), touch_capacity, out_val, out_up, out_ph)
+                         float(tol), np.arange(P, dtype=np.int64), touch_capacity, out_val, out_up, out_ph,
+                         rptr, rcol, cptr, ccol)
         else:
             _solve_parallel(C, CT, CT_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds,
-                            float(tol), nworkers, touch_capacity, out_val, out_up, out_ph)
+                            float(tol), nworkers, touch_capacity, out_val, out_up, out_ph,
+                            rptr, rcol, cptr, ccol)
     return out_val, out_up, out_ph
