@@ -19,6 +19,7 @@ from flowlens.cli.options import (
     add_subcommand,
     backend_from,
     say,
+    smooth_from,
     source_from,
     spec_from,
 )
@@ -52,11 +53,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     from flowlens.pipeline.episode import run_episode
     from flowlens.pipeline.frames import frame_indices
-    from flowlens.pipeline.render import expand_viz
+    from flowlens.pipeline.render import check_writable, expand_viz
     from flowlens.pipeline.sources import source_prompt
 
     spec = spec_from(args)
     kinds = expand_viz(args.viz_type)
+    check_writable(args.output_dir, "--output-dir")  # before any work
     source = source_from(args)
     indices = frame_indices(len(source), args.frames, args.frame_step)
     prompt = source_prompt(source)
@@ -82,6 +84,7 @@ def run(args) -> int:
         dpi=args.dpi,
         store=args.store,
         log=say,
+        smooth=smooth_from(args),
     )
     say(f"  wrote {len(summary['frames'])} frames × {len(kinds)} figures under {summary['output_dir']}/frame_XXXX/")
     for kind, path in summary["episode_files"].items():

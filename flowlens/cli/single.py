@@ -17,6 +17,7 @@ from flowlens.cli.options import (
     add_subcommand,
     backend_from,
     say,
+    smooth_from,
     source_from,
     spec_from,
 )
@@ -42,12 +43,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from flowlens.pipeline.frames import run_single
-    from flowlens.pipeline.render import expand_viz, output_paths
+    from flowlens.pipeline.render import check_writable, expand_viz, output_paths
     from flowlens.pipeline.sources import source_prompt
 
     spec = spec_from(args)
     kinds = expand_viz(args.viz_type)
-    output_paths(args.output, kinds)  # a bad --output fails before any work
+    for folder in {p.parent for p in output_paths(args.output, kinds).values()}:  # before any work
+        check_writable(folder, "--output")
     source = source_from(args)
     index = source.check_index(args.frame_idx)
     prompt = source_prompt(source)
@@ -57,7 +59,17 @@ def run(args) -> int:
         f"  prompt: {prompt!r}",
         f"  {spec.method_label} · query: {spec.query_label} · {spec.heads_label} · step {spec.step}",
     )
-    written = run_single(source, index, backend, spec, viz=kinds, output=args.output, seed=args.seed, dpi=args.dpi)
+    written = run_single(
+        source,
+        index,
+        backend,
+        spec,
+        viz=kinds,
+        output=args.output,
+        seed=args.seed,
+        dpi=args.dpi,
+        smooth=smooth_from(args),
+    )
     for kind, path in written.items():
         say(f"  wrote {kind:<9} {path}")
     return 0

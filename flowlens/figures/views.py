@@ -32,6 +32,11 @@ def first_camera(layout: TokenLayout, images: Mapping[str, np.ndarray] | None = 
     return cams[0].name, (images or {}).get(cams[0].name)
 
 
+def _step_text(step: int | str) -> str:
+    """ "step 3" for a step index; a label ("mean of 10 denoising steps", "step 0 (t=1.00)") as given."""
+    return f"step {int(step)}" if isinstance(step, (int, np.integer)) else str(step)
+
+
 def _rows_of(layer_ids: Sequence[int], layers: Sequence[int]) -> list[int]:
     missing = [x for x in layers if x not in layer_ids]
     if missing:
@@ -73,6 +78,7 @@ def steps_figure(
         cmap=config.cmap,
         alpha=config.alpha,
         value_label=config.value_label,
+        smooth=config.smooth,
         fig=top,
     )
     step_share_evolution(scores, layout, ax=bottom.subplots(), title="share per token group at each denoising step")
@@ -90,7 +96,7 @@ def heads_figure(
     layer_ids: Sequence[int],
     layers: Sequence[int],
     query_label: str,
-    step: int,
+    step: int | str,
     config: FigureConfig | None = None,
 ):
     """Layers × heads raw attention of one query (at most 6 of ``layers``, evenly spread).
@@ -104,7 +110,7 @@ def heads_figure(
         layers = [layers[int(round(i))] for i in np.linspace(0, len(layers) - 1, MAX_HEAD_LAYERS)]
     camera, image = first_camera(layout, images)
     title = (
-        f"raw attention per head · query: {query_label} · step {step} · "
+        f"raw attention per head · query: {query_label} · {_step_text(step)} · "
         "8 query heads share one key/value head (MQA)"
     )
     return head_grid(
@@ -117,6 +123,7 @@ def heads_figure(
         on="frame",
         cmap=config.cmap,
         alpha=config.alpha,
+        smooth=config.smooth,
     )
 
 
@@ -126,7 +133,7 @@ def actions_figure(
     *,
     layer_ids: Sequence[int],
     layers: Sequence[int],
-    step: int,
+    step: int | str,
     heads_label: str,
 ):
     """Action → action raw attention, one horizon × horizon panel per layer of ``layers``.
@@ -139,7 +146,7 @@ def actions_figure(
     return action_matrix_grid(
         mats,
         panel_labels=[f"layer {x}" for x in layers],
-        title=f"action → action raw attention · step {step} · {heads_label}",
+        title=f"action → action raw attention · {_step_text(step)} · {heads_label}",
     )
 
 
@@ -152,6 +159,7 @@ def outcome_figure(
     frame_index: int,
     value_label: str,
     title: str,
+    smooth: bool = True,
 ):
     """Success vs failure at one frame index on the first valid camera (``compare_outcomes``).
 
@@ -169,6 +177,7 @@ def outcome_figure(
         frame_index=frame_index,
         value_label=value_label,
         title=title,
+        smooth=smooth,
     )
 
 

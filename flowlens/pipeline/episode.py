@@ -118,6 +118,7 @@ def run_episode(
     dpi: int = 110,
     store: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
+    smooth: bool = False,
 ) -> dict:
     """The ``flowlens episode`` command (see the module docstring).
 
@@ -171,7 +172,7 @@ def run_episode(
             result = compute_frame(
                 backend, frame, spec, kinds=kinds, seed=seed, store=capture_store, key=key, counts=counts
             )
-            render_figures(result, kinds, fdir, dpi=dpi, paths=paths)
+            render_figures(result, kinds, fdir, dpi=dpi, paths=paths, smooth=smooth)
             scores, layers, layout = result.layer_scores(), result.layers, result.layout
             _save_scores(fdir / SCORES_FILE, scores, layers, layout, fingerprint, focus)
         bar.set_postfix_str(f"skipped {len(skipped)}" if skipped else "")

@@ -122,6 +122,7 @@ def run_single(
     seed: int = 0,
     dpi: int = 110,
     prompt_flag: str = "--prompt",
+    smooth: bool = False,
 ) -> dict[str, Path]:
     """The ``flowlens single`` command: one frame of one episode → the chosen figures.
 
@@ -137,7 +138,7 @@ def run_single(
     source_prompt(source, prompt_flag)
     frame = source.frame(index)
     result = analyze_frame(backend, frame, spec, kinds=kinds, seed=seed)
-    return render_figures(result, kinds, output, dpi=dpi, paths=paths)
+    return render_figures(result, kinds, output, dpi=dpi, paths=paths, smooth=smooth)
 
 
 def frame_indices(num_frames: int, frames: Sequence[int] | None, frame_step: int | None) -> list[int]:

@@ -65,6 +65,36 @@ def output_paths(output: str | os.PathLike, kinds: Sequence[str]) -> dict[str, P
     return {k: path.with_name(f"{path.stem}_{k}{path.suffix}") for k in kinds}
 
 
+def check_writable(folder: str | os.PathLike, flag: str) -> Path:
+    """Fail now, before any model work, when figures cannot be written under ``folder``.
+
+    The folder need not exist yet (it is created later); its nearest existing ancestor must be a
+    folder in which a file can be created (probed with a hidden temporary file, removed at once).
+    Returns the folder; raises FlowlensError naming ``flag`` and the user's path.
+    """
+    import tempfile
+
+    folder = Path(os.fspath(folder) or ".")
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise FlowlensError(
+            f"{flag} {str(folder)!r} cannot be created: {str(probe)!r} is a file, not a folder. "
+            f"Choose another {flag}."
+        )
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".flowlens-write-check-")
+    except OSError as e:
+        raise FlowlensError(
+            f"{flag} {str(folder)!r} is not writable ({e.strerror or e} in {str(probe)!r}); choose another "
+            f"{flag} or make that folder writable."
+        ) from None
+    os.close(fd)
+    os.unlink(name)
+    return folder
+
+
 def figure_config(result: FrameResult, **overrides):
     """The FigureConfig whose titles say method, query, heads and step(s) of ``result``."""
     from flowlens.figures import FigureConfig
@@ -128,7 +158,7 @@ def make_figure(kind: str, result: FrameResult, config=None):
             layer_ids=ids,
             layers=result.figure_layers,
             query_label=result.spec.query_label,
-            step=result.steps[0],
+            step=result.step_label,
             config=config,
         )
     if kind == "actions":
@@ -139,7 +169,7 @@ def make_figure(kind: str, result: FrameResult, config=None):
             layout,
             layer_ids=ids,
             layers=result.figure_layers,
-            step=result.steps[0],
+            step=result.step_label,
             heads_label=result.spec.heads_label,
         )
     raise unknown_name_error("viz-type", kind, VIZ_TYPES)
@@ -152,8 +182,12 @@ def render_figures(
     *,
     dpi: int = 110,
     paths: dict[str, Path] | None = None,
+    smooth: bool = False,
 ) -> dict[str, Path]:
     """Draw and atomically write each figure of ``kinds``; returns {kind: path}.
+
+    ``smooth``: bilinear heatmaps between patch centres (``--interpolation bilinear``); the
+    default draws the patch grid as the model saw it (one flat block per patch), as the report does.
 
     A figure that fails leaves no file behind (and nothing half-written), and the error propagates.
     """
@@ -167,7 +201,7 @@ def render_figures(
     paths = paths or output_paths(output, kinds)
     for p in {p.parent for p in paths.values()}:
         p.mkdir(parents=True, exist_ok=True)
-    config = figure_config(result, dpi=dpi)
+    config = figure_config(result, dpi=dpi, smooth=smooth)
     written = {}
     for kind in kinds:
         fig = make_figure(kind, result, config)

@@ -139,3 +139,21 @@ def test_image_figure_with_all_18_layers_wraps_into_blocks(data):
     assert [ax.get_title() for ax in maps[:9]] == [f"layer {i}" for i in range(9)]
     assert maps[0].get_ylabel() == "base" and maps[18].get_ylabel() == "left wrist"
     assert len({ax.images[-1].get_clim() for ax in maps}) == 1
+
+
+def test_compare_sinks_share_the_words_axis_and_the_difference_has_a_frame(data):
+    from flowlens.figures.text import word_table
+
+    frame = data.images["base_0_rgb"]
+    fig = compare_outcomes(data.rollout[-1], data.rollout[5], data.layout, images=(frame, frame), frame_index=4)
+    s, f, d, words = (ax for ax in fig.axes if ax.get_label() != "<colorbar>")
+    assert len(d.images) == 2  # the frame under the difference map, then the map
+    bar_axes = [ax for ax in fig.axes if ax.patches]
+    assert bar_axes == [words]  # one y axis: no twin for the sinks
+    _, vals, sinks, sink_vals = word_table(data.rollout[-1], data.layout)
+    assert sinks == ["<bos>", "\\n"]
+    hatched = [p for p in words.patches if p.get_hatch() == "//"]
+    assert [p.get_height() for p in hatched[: len(sinks)]] == pytest.approx(list(sink_vals))
+    top = max(np.nanmax(vals), np.nanmax(sink_vals))
+    assert words.get_ylim()[1] >= top
+    assert [t.get_text() for t in words.texts if t.get_text().startswith("0.")][0] == f"{sink_vals[0]:.3f}"

@@ -1,0 +1,79 @@
+"""What the --viz-type figures say about the run: steps, cameras, interpolation (issue 15)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from flowlens.io.sources import Frame  # noqa: E402
+from flowlens.pipeline.backends import SyntheticBackend  # noqa: E402
+from flowlens.pipeline.frames import compute_frame  # noqa: E402
+from flowlens.pipeline.render import make_figure  # noqa: E402
+from flowlens.pipeline.spec import AnalysisSpec  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def one_camera_frame() -> Frame:
+    """A LIBERO MP4 frame: the base camera only (openpi saves no wrist view)."""
+    from flowlens.core.frame import FrameTransform
+
+    img = np.full((64, 64, 3), 120, np.uint8)
+    img[40:56, 8:24] = (220, 30, 30)
+    return Frame(
+        index=10,
+        images={"base_0_rgb": img},
+        prompt="pick up the red block",
+        state=None,
+        actions=None,
+        transforms={"base_0_rgb": FrameTransform((64, 64), (224, 224))},
+        missing_cameras=("left_wrist_0_rgb", "right_wrist_0_rgb"),
+    )
+
+
+def result_for(kinds, **spec):
+    return compute_frame(SyntheticBackend(), one_camera_frame(), AnalysisSpec.create(**spec), kinds=kinds)
+
+
+def test_step_all_applies_to_the_heads_and_actions_figures():
+    one = result_for(("heads", "actions"), method="raw", step="0")
+    every = result_for(("heads", "actions"), method="raw", step="all")
+    assert every.steps == tuple(range(10))
+    # the per-head and action-to-action views average the steps asked for, as the other views do
+    assert not np.allclose(np.nan_to_num(every.action_attention), np.nan_to_num(one.action_attention))
+    heads = make_figure("heads", every)
+    actions = make_figure("actions", every)
+    assert "mean of 10 denoising steps" in heads.texts[0].get_text()
+    assert "mean of 10 denoising steps" in actions.texts[0].get_text()
+    assert "step 0 (t=1.00)" in make_figure("actions", one).texts[0].get_text()
+
+
+def test_cli_heatmaps_default_to_the_patch_grid():
+    from flowlens.cli.main import build_parser
+    from flowlens.cli.options import smooth_from
+    from flowlens.pipeline.render import figure_config
+
+    argv = ["single", "--video", "v.mp4", "--checkpoint", "synthetic"]
+    args = build_parser().parse_args(argv)
+    assert args.interpolation == "nearest" and smooth_from(args) is False
+    assert smooth_from(build_parser().parse_args([*argv, "--interpolation", "bilinear"])) is True
+    for sub in (["compare", "--success", "a.mp4", "--failure", "b.mp4", "--checkpoint", "synthetic"],):
+        assert build_parser().parse_args(sub).interpolation == "nearest"
+    result = result_for(("image", "steps", "heads"), method="raw", step="all")
+    for smooth, expected in ((False, "nearest"), (True, "bilinear")):
+        config = figure_config(result, smooth=smooth)
+        for kind in ("image", "steps", "heads"):
+            fig = make_figure(kind, result, config)
+            heat = [ax.images[-1] for ax in fig.axes if len(ax.images) == 2]  # frame, then heatmap
+            assert heat, kind
+            assert {im.get_interpolation() for im in heat} == {expected}, kind
+            plt.close(fig)
