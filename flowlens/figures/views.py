@@ -2,7 +2,7 @@
 success-vs-failure page — arrays in, one figure out (``flowlens.pipeline.render`` maps the
 ``--viz-type`` names to these and to ``composers``; nothing here calls JAX).
 
-    steps_figure(scores [step, token], layout, images, layer=17, times=..., config=...)
+    steps_figure(scores [step, token], layout, images, layer=17, times=..., config=...)  # step 0 + changes
     heads_figure(scores [layer, head, token], layout, images, layer_ids=..., layers=..., ...)
     actions_figure(rows [layer, horizon, token], layout, layer_ids=..., layers=..., ...)
     outcome_figure(success [token], failure [token], layouts, images, ...)
@@ -21,7 +21,9 @@ from flowlens.figures.actions import action_columns, action_matrix_grid
 from flowlens.figures.compare import compare_outcomes
 from flowlens.figures.config import FigureConfig
 from flowlens.figures.heads import head_grid
-from flowlens.figures.steps import step_share_evolution, step_strip
+from flowlens.figures.steps import step_labels, step_share_evolution
+from flowlens.figures.strips import map_panels
+from flowlens.projection import patch_grid
 
 MAX_HEAD_LAYERS = 6  # layers × 8 heads panels: more than 6 rows is unreadable
 
@@ -44,6 +46,13 @@ def _rows_of(layer_ids: Sequence[int], layers: Sequence[int]) -> list[int]:
     return [list(layer_ids).index(x) for x in layers]
 
 
+def step_change(scores: np.ndarray) -> tuple[float, float]:
+    """(largest |score − step 0| over steps and entries, largest |score|) of float [step, ...]."""
+    scores = np.asarray(scores, dtype=np.float64)
+    change = float(np.nanmax(np.abs(scores - scores[:1]))) if scores.shape[0] > 1 else 0.0
+    return change, float(np.nanmax(np.abs(scores)))
+
+
 def steps_figure(
     scores: np.ndarray,
     layout: TokenLayout,
@@ -53,33 +62,69 @@ def steps_figure(
     times: Sequence[float | None] | None = None,
     config: FigureConfig | None = None,
 ):
-    """Heatmaps (first valid camera) and group shares of one layer at every denoising step.
+    """What changes over the denoising steps at one layer: step 0's map, then each later step's
+    difference from step 0 (diverging colormap, centred at 0), and the group shares per step.
+
+    The figure states the largest change against the largest value, and says when the maps are
+    constant across steps (within 1 % of the largest value: rollout at late layers often is), so
+    ten identical panels are never shown as if they differed.
 
     Args:
       scores: float [step, token] at model layer ``layer``, two steps or more.
       times: flow-matching time of each step (for the panel titles).
     Returns:
-      The figure: map panels on top, the share-per-group chart below.
+      The figure: step 0 and the difference panels on top, the share-per-group chart below.
     """
     config = config or FigureConfig()
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[0] < 2:
         raise FlowlensError("the steps figure needs the scores at every denoising step; run with --step all.")
     camera, image = first_camera(layout, images)
-    fig = new_figure((13.0, 6.4))
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.5, 1.0])
-    step_strip(
-        scores,
-        layout,
-        camera=camera,
-        image=image,
-        times=times or None,
-        on="frame",
+    n = scores.shape[0]
+    labels = step_labels(n, times or None)
+    change, top_value = step_change(patch_grid(scores, layout, camera))  # on the camera drawn
+    share = change / top_value if top_value > 0 else 0.0
+    all_change, all_top = step_change(scores[:, layout.valid])
+    ncols = min(n - 1, 5)
+    nrows = int(np.ceil((n - 1) / ncols))
+    fig = new_figure((14.0, 3.0 + 2.2 * nrows))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.2 * nrows, 1.0])
+    left, right = top.subfigures(1, 2, width_ratios=[1.0, ncols + 0.4])
+    common = dict(layout=layout, camera=camera, image=image, on="frame", smooth=config.smooth)
+    map_panels(
+        scores[:1],
+        nrows=1,
+        ncols=1,
+        titles=[labels[0]],
         cmap=config.cmap,
         alpha=config.alpha,
         value_label=config.value_label,
-        smooth=config.smooth,
-        fig=top,
+        fig=left,
+        **common,
+    )
+    map_panels(
+        scores[1:] - scores[:1],
+        nrows=nrows,
+        ncols=ncols,
+        titles=[f"{lab} − step 0" for lab in labels[1:]],
+        cmap=config.diverging_cmap,
+        vmin=-change if change > 0 else -1e-12,
+        vmax=change if change > 0 else 1e-12,
+        alpha=0.85,
+        value_label=f"change from step 0 ({config.value_label})",
+        fig=right,
+        **common,
+    )
+    verdict = (
+        "constant across steps: within 1 % of step 0 (the panels show only that residue)"
+        if share < 0.01
+        else "it changes across steps"
+    )
+    top.suptitle(
+        f"{camera}: largest change from step 0 {change:.2g} = {100 * share:.1f} % of its largest value "
+        f"{top_value:.2g} · {verdict}\nall tokens: largest change {all_change:.2g} against largest value "
+        f"{all_top:.2g}",
+        fontsize=9,
     )
     step_share_evolution(scores, layout, ax=bottom.subplots(), title="share per token group at each denoising step")
     fig.suptitle(

@@ -69,3 +69,37 @@ def test_outcome_figure_uses_each_episode_frame_of_the_first_valid_camera(data):
         title="success vs failure",
     )
     assert fig._suptitle.get_text() == "success vs failure"
+
+
+def _steps_maps(fig):
+    return [ax for ax in fig.axes if ax.images and ax.get_title().startswith("step")]
+
+
+def test_steps_figure_shows_step_0_then_differences_on_a_diverging_scale(data):
+    from flowlens.projection import patch_grid
+
+    scores = data.raw_steps[:, 17].mean(axis=1)  # [step, token], 3 steps
+    fig = steps_figure(scores, data.layout, data.images, layer=17, times=(1.0, 0.9, 0.8))
+    maps = _steps_maps(fig)
+    assert [ax.get_title() for ax in maps] == [
+        "step 0 (t=1.00)",
+        "step 1 (t=0.90) − step 0",
+        "step 2 (t=0.80) − step 0",
+    ]
+    assert maps[0].images[-1].get_cmap().name == "inferno"
+    grids = patch_grid(scores, data.layout, "base_0_rgb")
+    change = np.nanmax(np.abs(grids - grids[:1]))
+    for ax in maps[1:]:
+        heat = ax.images[-1]
+        assert heat.get_cmap().name == "RdBu_r"
+        assert heat.get_clim() == pytest.approx((-change, change))
+    said = " ".join(t.get_text() for sub in fig.subfigs for t in sub.texts)
+    assert f"largest change from step 0 {change:.2g}" in said and "it changes across steps" in said
+
+
+def test_steps_figure_says_when_the_maps_are_constant(data):
+    scores = np.repeat(data.raw_steps[:1, 17].mean(axis=1), 3, axis=0)
+    scores[1:, : data.layout.prefix_len] *= 1 + 1e-4  # a 0.01 % change: what rollout at layer 17 shows
+    fig = steps_figure(scores, data.layout, data.images, layer=17)
+    said = " ".join(t.get_text() for sub in fig.subfigs for t in sub.texts)
+    assert "constant across steps" in said and "0.0 %" in said
