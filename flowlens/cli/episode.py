@@ -18,8 +18,8 @@ from flowlens.cli.options import (
     add_source_args,
     add_subcommand,
     backend_from,
+    figure_options_from,
     say,
-    smooth_from,
     source_from,
     spec_from,
 )
@@ -84,7 +84,7 @@ def run(args) -> int:
         dpi=args.dpi,
         store=args.store,
         log=say,
-        smooth=smooth_from(args),
+        figure_options=figure_options_from(args),
     )
     say(f"  wrote {len(summary['frames'])} frames × {len(kinds)} figures under {summary['output_dir']}/frame_XXXX/")
     for kind, path in summary["episode_files"].items():

@@ -145,6 +145,13 @@ def add_figure_args(p: argparse.ArgumentParser, *, default_viz: str = "all") -> 
         help="heatmaps on frames: nearest = one flat block per patch, the patch grid the model saw "
         "(default, as in the HTML report); bilinear = smoothed between patch centres",
     )
+    g.add_argument(
+        "--camera-scale",
+        choices=("shared", "camera"),
+        default="shared",
+        help="shared = one colour scale for all cameras (default: compare their mass); camera = each "
+        "camera on its own scale (see where a camera with little mass looks); the colorbars say which",
+    )
 
 
 def spec_from(args) -> AnalysisSpec:
@@ -219,6 +226,11 @@ def source_from(args):
 def smooth_from(args) -> bool:
     """``--interpolation bilinear`` → smoothed heatmaps; nearest (the default) → the patch grid."""
     return getattr(args, "interpolation", "nearest") == "bilinear"
+
+
+def figure_options_from(args) -> dict:
+    """The FigureConfig fields the figure flags set (``--interpolation``, ``--camera-scale``)."""
+    return {"smooth": smooth_from(args), "camera_scale": getattr(args, "camera_scale", "shared")}
 
 
 def say(*lines: str) -> None:

@@ -16,8 +16,8 @@ from flowlens.cli.options import (
     add_source_args,
     add_subcommand,
     backend_from,
+    figure_options_from,
     say,
-    smooth_from,
     source_from,
     spec_from,
 )
@@ -68,7 +68,7 @@ def run(args) -> int:
         output=args.output,
         seed=args.seed,
         dpi=args.dpi,
-        smooth=smooth_from(args),
+        figure_options=figure_options_from(args),
     )
     for kind, path in written.items():
         say(f"  wrote {kind:<9} {path}")

@@ -16,6 +16,7 @@ import numpy as np
 from flowlens.errors import FlowlensError, unknown_name_error
 
 OVERLAY_TARGETS = ("frame", "model", "both")
+CAMERA_SCALES = ("shared", "camera")
 # the figure types of one analysed frame (``--viz-type``); the first four are the legacy script's "all"
 VIZ_TYPES = ("image", "text", "combined", "evolution", "steps", "heads", "actions")
 LEGACY_VIZ_TYPES = VIZ_TYPES[:4]
@@ -41,6 +42,9 @@ class FigureConfig:
         rotated as the model saw it), or "both".
       patch_grid: draw the patch grid over image heatmaps.
       smooth: bilinear heatmaps on frames (False = one flat block per patch).
+      camera_scale: "shared" = one colour scale for every camera (compare cameras' mass), "camera" =
+        each camera on its own scale (see where each camera looks; a camera holding 20 % of the
+        mass is not drawn flat). The colorbars say which.
     """
 
     layers: tuple[int, ...] | None = None
@@ -56,6 +60,7 @@ class FigureConfig:
     on: str = "frame"
     patch_grid: bool = False
     smooth: bool = True
+    camera_scale: str = "shared"
 
     def __post_init__(self) -> None:
         import matplotlib
@@ -82,6 +87,8 @@ class FigureConfig:
             )
         if self.on not in OVERLAY_TARGETS:
             raise unknown_name_error("FigureConfig.on", self.on, OVERLAY_TARGETS)
+        if self.camera_scale not in CAMERA_SCALES:
+            raise unknown_name_error("FigureConfig.camera_scale", self.camera_scale, CAMERA_SCALES)
 
     @property
     def heads_label(self) -> str:

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +118,7 @@ def run_episode(
     dpi: int = 110,
     store: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
-    smooth: bool = False,
+    figure_options: Mapping[str, object] | None = None,
 ) -> dict:
     """The ``flowlens episode`` command (see the module docstring).
 
@@ -172,7 +172,7 @@ def run_episode(
             result = compute_frame(
                 backend, frame, spec, kinds=kinds, seed=seed, store=capture_store, key=key, counts=counts
             )
-            render_figures(result, kinds, fdir, dpi=dpi, paths=paths, smooth=smooth)
+            render_figures(result, kinds, fdir, dpi=dpi, paths=paths, figure_options=figure_options)
             scores, layers, layout = result.layer_scores(), result.layers, result.layout
             _save_scores(fdir / SCORES_FILE, scores, layers, layout, fingerprint, focus)
         bar.set_postfix_str(f"skipped {len(skipped)}" if skipped else "")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from flowlens.errors import FlowlensError, unknown_name_error
@@ -182,12 +182,13 @@ def render_figures(
     *,
     dpi: int = 110,
     paths: dict[str, Path] | None = None,
-    smooth: bool = False,
+    figure_options: Mapping[str, object] | None = None,
 ) -> dict[str, Path]:
     """Draw and atomically write each figure of ``kinds``; returns {kind: path}.
 
-    ``smooth``: bilinear heatmaps between patch centres (``--interpolation bilinear``); the
-    default draws the patch grid as the model saw it (one flat block per patch), as the report does.
+    ``figure_options``: FigureConfig fields the user chose (``smooth``, ``camera_scale``). Unlike
+    the library's FigureConfig, heatmaps here default to the patch grid as the model saw it (one
+    flat block per patch, ``smooth=False``), as the HTML report shows it.
 
     A figure that fails leaves no file behind (and nothing half-written), and the error propagates.
     """
@@ -201,7 +202,7 @@ def render_figures(
     paths = paths or output_paths(output, kinds)
     for p in {p.parent for p in paths.values()}:
         p.mkdir(parents=True, exist_ok=True)
-    config = figure_config(result, dpi=dpi, smooth=smooth)
+    config = figure_config(result, **{"smooth": False, **(figure_options or {}), "dpi": dpi})
     written = {}
     for kind in kinds:
         fig = make_figure(kind, result, config)

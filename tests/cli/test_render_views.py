@@ -59,13 +59,14 @@ def test_step_all_applies_to_the_heads_and_actions_figures():
 
 def test_cli_heatmaps_default_to_the_patch_grid():
     from flowlens.cli.main import build_parser
-    from flowlens.cli.options import smooth_from
+    from flowlens.cli.options import figure_options_from
     from flowlens.pipeline.render import figure_config
 
     argv = ["single", "--video", "v.mp4", "--checkpoint", "synthetic"]
     args = build_parser().parse_args(argv)
-    assert args.interpolation == "nearest" and smooth_from(args) is False
-    assert smooth_from(build_parser().parse_args([*argv, "--interpolation", "bilinear"])) is True
+    assert args.interpolation == "nearest" and figure_options_from(args)["smooth"] is False
+    chosen = build_parser().parse_args([*argv, "--interpolation", "bilinear", "--camera-scale", "camera"])
+    assert figure_options_from(chosen) == {"smooth": True, "camera_scale": "camera"}
     for sub in (["compare", "--success", "a.mp4", "--failure", "b.mp4", "--checkpoint", "synthetic"],):
         assert build_parser().parse_args(sub).interpolation == "nearest"
     result = result_for(("image", "steps", "heads"), method="raw", step="all")
@@ -77,3 +78,14 @@ def test_cli_heatmaps_default_to_the_patch_grid():
             assert heat, kind
             assert {im.get_interpolation() for im in heat} == {expected}, kind
             plt.close(fig)
+
+
+def test_one_camera_video_says_which_cameras_were_absent():
+    result = result_for(("image", "combined"), method="raw")
+    for kind in ("image", "combined"):
+        title = make_figure(kind, result)._suptitle.get_text()
+        assert "cameras: base · absent: left wrist, right wrist" in title, kind
+    table = [ax.tables[0] for ax in make_figure("combined", result).axes if ax.tables][0]
+    cells = {(r, c): cell.get_text().get_text() for (r, c), cell in table.get_celld().items()}
+    row = [r for (r, c), text in cells.items() if c == 0 and text == "absent cameras"]
+    assert row and cells[(row[0], 1)] == "left wrist, right wrist (no share)"

@@ -48,7 +48,7 @@ def test_image_figure_both_views_and_single_head(data):
 
 def test_text_figure(data):
     fig = attention_text_figure(data.raw, data.layout, config=CFG, step=0)
-    bars, heat = fig.axes[0], fig.axes[2]
+    bars, heat = fig.axes[0], fig.axes[1]  # one y axis for words and sinks (no twin in between)
     assert bars.get_title() == "layer 17: mass per word (sinks apart)"
     assert [t.get_text() for t in heat.get_yticklabels()] == ["0", "9", "17"]
     assert "text attention" in fig._suptitle.get_text()
@@ -157,3 +157,26 @@ def test_compare_sinks_share_the_words_axis_and_the_difference_has_a_frame(data)
     top = max(np.nanmax(vals), np.nanmax(sink_vals))
     assert words.get_ylim()[1] >= top
     assert [t.get_text() for t in words.texts if t.get_text().startswith("0.")][0] == f"{sink_vals[0]:.3f}"
+
+
+def test_image_figure_per_camera_scale_is_stated_in_each_colorbar(data):
+    from flowlens.projection import patch_grid
+
+    cfg = FigureConfig(layers=(0, 17), camera_scale="camera", value_label="attention mass")
+    fig = attention_image_figure(data.raw, data.layout, data.images, config=cfg, step=0)
+    maps = [ax for ax in fig.axes if ax.images]
+    vals = data.raw.mean(axis=1)[[0, 17]]  # mean over heads, the two layers drawn
+    for cam, axes in (("base_0_rgb", maps[0::2]), ("left_wrist_0_rgb", maps[1::2])):
+        top = np.nanmax(patch_grid(vals, data.layout, cam))
+        assert [ax.images[-1].get_clim() for ax in axes] == [(0.0, pytest.approx(top))] * 2
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert [b.get_ylabel() for b in bars] == [
+        "attention mass · base on its own scale",
+        "attention mass · left wrist on its own scale",
+    ]
+    shared = attention_image_figure(data.raw, data.layout, data.images, config=CFG, step=0)
+    assert [ax.get_ylabel() for ax in shared.axes if ax.get_label() == "<colorbar>"] == [
+        "attention mass · one scale, all cameras"
+    ]
+    with pytest.raises(FlowlensError, match="camera_scale"):
+        FigureConfig(camera_scale="per-camera")
