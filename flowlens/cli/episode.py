@@ -86,7 +86,11 @@ def run(args) -> int:
         log=say,
         figure_options=figure_options_from(args),
     )
-    say(f"  wrote {len(summary['frames'])} frames × {len(kinds)} figures under {summary['output_dir']}/frame_XXXX/")
+    computed = len(summary["frames"]) - len(summary["skipped"])
+    resumed = f" ({len(summary['skipped'])} kept from the earlier run)" if summary["skipped"] else ""
+    say(
+        f"  {computed} frames × {len(kinds)} figures written{resumed} under {summary['output_dir']}/frame_XXXX/"
+    )
     for kind, path in summary["episode_files"].items():
         say(f"  wrote {kind:<16} {path}")
     return 0

@@ -9,6 +9,10 @@ episodes can share an output folder; the name is made file-name safe)::
     attention_evolution_frames.png      share of the query's mass per token group, frame by frame
     episode.json                        what was run and what was written
 
+The folder holds exactly what ``episode.json`` lists: figures, frame folders and episode-level
+files that an earlier run into the same folder wrote and this run does not (other viz types,
+frames, ``--no-video``) are removed. Only flowlens's own file names are touched.
+
 Resumable: a frame whose ``scores.npz`` matches this run's settings and whose figures all exist
 is skipped, so an interrupted run picks up where it stopped (every file is written atomically;
 leftover temporary files of a killed run are removed). Episode-level files are re-rendered from
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -93,6 +98,33 @@ def _load_scores(path: Path, fingerprint: str):
             )
     except Exception:  # a damaged cache file is recomputed, never trusted
         return None
+
+
+FRAME_DIR = re.compile(r"^frame_\d{4,}$")
+EPISODE_FILES = (f"{VIDEO_NAME}.mp4", f"{VIDEO_NAME}.gif", "attention_evolution_frames.png")
+
+
+def remove_stale_outputs(out: Path, keep: set[Path]) -> list[Path]:
+    """Remove the flowlens outputs under ``out`` that are not in ``keep`` (this run's files).
+
+    Touches only names flowlens writes: ``frame_XXXX/attention_*.png`` and ``scores.npz`` (a frame
+    folder left empty is removed), and the episode-level video, GIF and evolution PNG. Returns the
+    removed paths.
+    """
+    keep = {Path(p).resolve() for p in keep}
+    removed = []
+    candidates = [out / name for name in EPISODE_FILES]
+    frame_dirs = [d for d in out.iterdir() if d.is_dir() and FRAME_DIR.match(d.name)] if out.is_dir() else []
+    for d in frame_dirs:
+        candidates += [*d.glob("attention_*.png"), d / SCORES_FILE]
+    for path in candidates:
+        if path.is_file() and path.resolve() not in keep:
+            path.unlink()
+            removed.append(path)
+    for d in frame_dirs:
+        if not any(d.iterdir()):
+            d.rmdir()
+    return removed
 
 
 def _clean_temps(folder: Path) -> None:
@@ -198,6 +230,11 @@ def run_episode(
         gif=gif,
         dpi=dpi,
     )
+    keep = {Path(p) for per_frame in files.values() for p in per_frame.values()}
+    keep |= {out / f"frame_{i:04d}" / SCORES_FILE for i in done} | set(written.values())
+    stale = remove_stale_outputs(out, keep)
+    if stale:
+        log(f"  removed {len(stale)} stale files of an earlier run with other settings")
     summary = {
         "output_dir": str(out),
         "source": str(source.path),
