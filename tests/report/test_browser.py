@@ -150,3 +150,32 @@ def test_screenshot_shows_the_report(browser, tmp_path):
     keep = os.environ.get("FLOWLENS_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_hover_value_follows_a_method_switch_and_a_slider(browser, tmp_path):
+    frames = make_frames()
+    path = write_report(tmp_path / "report.html", frames)
+    from flowlens.report.data import compact, display_tokens
+
+    layout = frames[0].layout
+    tokens = display_tokens(layout)
+
+    def shown(scores):
+        return compact(scores, layout, tokens).astype("<f2")
+
+    raw = shown(frames[0].scores["raw"][0, 2, 0])
+    roll = shown(frames[0].scores["rollout"][0, 2, 0])
+    assert not np.isclose(float(raw[3 * 16 + 4]), float(roll[3 * 16 + 4]), rtol=1e-2)
+    base = path.resolve().as_uri() + "#method=rollout&layer=2&view=model"
+    dom = run_browser(browser, tmp_path, base + "&drive=hover:base_0_rgb:3:4,method:raw", "--dump-dom")
+    info = re.search(r'<div id="info">(.*?)</div>', dom).group(1)
+    assert '"method":"raw"' in body_attrs(dom)["data-state"]
+    assert info.startswith("base_0_rgb patch (row 3, col 4): ")
+    assert float(info.rsplit(" ", 1)[1]) == pytest.approx(float(raw[3 * 16 + 4]), rel=5e-3)
+    # a word hovered, then the layer slider moved: the word's value at the new layer
+    dom = run_browser(browser, tmp_path, base + "&drive=hoverword:4,method:raw,layer:3", "--dump-dom")
+    info = re.search(r'<div id="info">(.*?)</div>', dom).group(1)
+    word = tokens["word_offset"] + 4
+    assert info.startswith("word \u201cbowl\u201d: ")
+    expected = shown(frames[0].scores["raw"][0, 3, 0])[word]
+    assert float(info.rsplit(" ", 1)[1]) == pytest.approx(float(expected), rel=5e-3)
