@@ -23,6 +23,7 @@ from flowlens.cli.options import (
     source_from,
     spec_from,
 )
+from flowlens.errors import short_text
 
 HELP = "figures for many frames of an episode, MP4 / GIF of attention over time (resumable)"
 
@@ -66,7 +67,7 @@ def run(args) -> int:
     say(
         f"flowlens episode · {source.name} ({source.path}) · {len(indices)} of {len(source)} frames · "
         f"model: {backend.name}",
-        f"  prompt: {prompt!r}",
+        f"  prompt: {short_text(prompt)}",
         f"  {spec.method_label} · query: {spec.query_label} · {spec.heads_label} · step {spec.step}",
     )
     summary = run_episode(

@@ -21,6 +21,7 @@ from flowlens.cli.options import (
     source_from,
     spec_from,
 )
+from flowlens.errors import short_text
 
 HELP = "figures of one frame (image / text / combined / evolution / ...)"
 
@@ -56,7 +57,7 @@ def run(args) -> int:
     backend = backend_from(args)
     say(
         f"flowlens single · {source.name} · frame {index} of {len(source)} · model: {backend.name}",
-        f"  prompt: {prompt!r}",
+        f"  prompt: {short_text(prompt)}",
         f"  {spec.method_label} · query: {spec.query_label} · {spec.heads_label} · step {spec.step}",
     )
     written = run_single(

@@ -33,7 +33,7 @@ import numpy as np
 import sentencepiece
 
 from flowlens.core.layout import TextSegment
-from flowlens.errors import FlowlensError
+from flowlens.errors import FlowlensError, short_text
 
 TOKENIZER_FILE = "paligemma_tokenizer.model"
 TOKENIZER_URL = "gs://big_vision/paligemma_tokenizer.model"
@@ -255,7 +255,7 @@ class PaligemmaTokenizer:
             warnings.warn(
                 f"prompt needs {n} tokens but max_len={max_len}; truncating to {max_len} (openpi does the "
                 f"same, and the final '\\n' answer marker is lost). Raise max_token_len in the config "
-                f"if this happens often. Prompt: {prompt!r}",
+                f"if this happens often. Prompt: {short_text(prompt)}",
                 TruncationWarning,
                 stacklevel=2,
             )

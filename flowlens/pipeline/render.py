@@ -111,15 +111,38 @@ def figure_config(result: FrameResult, **overrides):
     )
 
 
+def truncation_note(result: FrameResult) -> str | None:
+    """What the model saw of a prompt longer than its token budget (openpi truncates and the "\\n"
+    answer marker is lost), or None when the whole prompt fit."""
+    text = result.layout.text
+    if text is None:
+        return None
+    seen = [r for r, ok in zip(text.roles, text.valid, strict=True) if ok]
+    if "newline" in seen or len(seen) < text.size:
+        return None
+    words = " ".join(text.words)
+    shown = words if len(words) <= 60 else words[:60] + "…"
+    return f"prompt truncated to {len(seen)} tokens: the model saw only {len(text.words)} words, {shown!r}"
+
+
 def _step(result: FrameResult) -> int | None:
     return result.steps[0] if len(result.steps) == 1 else None
 
 
 def make_figure(kind: str, result: FrameResult, config=None):
-    """Build one figure (not saved) with the ``flowlens.figures`` composer of ``kind``.
+    """Build one figure (not saved) with the ``flowlens.figures`` composer of ``kind``; a prompt
+    the model saw truncated is said under the title of the image, text and combined figures.
 
     Raises FlowlensError when the result lacks what ``kind`` needs.
     """
+    fig = _compose(kind, result, config)
+    note = truncation_note(result)
+    if note and kind in ("image", "text", "combined") and fig.get_suptitle():
+        fig.suptitle(fig.get_suptitle() + "\n" + note, fontsize=10, color="#b30000")
+    return fig
+
+
+def _compose(kind: str, result: FrameResult, config=None):
     import flowlens.figures as ff
 
     config = config or figure_config(result)

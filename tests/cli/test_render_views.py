@@ -89,3 +89,22 @@ def test_one_camera_video_says_which_cameras_were_absent():
     cells = {(r, c): cell.get_text().get_text() for (r, c), cell in table.get_celld().items()}
     row = [r for (r, c), text in cells.items() if c == 0 and text == "absent cameras"]
     assert row and cells[(row[0], 1)] == "left wrist, right wrist (no share)"
+
+
+def test_a_truncated_prompt_is_said_on_the_figures_and_echoed_once_shortly(bare_video, cli, tmp_path):
+    from dataclasses import replace
+
+    frame = replace(one_camera_frame(), prompt="pick up the red block " * 250)  # 5,500 characters
+    result = compute_frame(SyntheticBackend(), frame, AnalysisSpec.create(method="raw"), kinds=("text",))
+    n = result.layout.text.size
+    for kind in ("image", "text", "combined"):
+        title = make_figure(kind, result).get_suptitle()
+        assert f"prompt truncated to {n} tokens: the model saw only" in title, kind
+    assert "truncated" not in make_figure("text", result_for(("text",), method="raw")).get_suptitle()
+    code, out, err = cli(
+        "single", "--video", bare_video, "--checkpoint", "synthetic", "--prompt", frame.prompt,
+        "--viz-type", "text", "--output", tmp_path / "t.png",
+    )
+    assert code == 0, err
+    assert out.count("pick up the red block") <= 6 and "(5500 characters)" in out
+    assert len(err) < 1000
