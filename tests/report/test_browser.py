@@ -179,3 +179,21 @@ def test_hover_value_follows_a_method_switch_and_a_slider(browser, tmp_path):
     assert info.startswith("word \u201cbowl\u201d: ")
     expected = shown(frames[0].scores["raw"][0, 3, 0])[word]
     assert float(info.rsplit(" ", 1)[1]) == pytest.approx(float(expected), rel=5e-3)
+
+
+def test_absent_cameras_and_the_word_scale_are_on_the_page(browser, tmp_path):
+    from flowlens.report.data import compact, display_tokens
+
+    frames = make_frames(count=1)
+    layout = frames[0].layout
+    absent = [c.name for c in layout.cameras if not c.valid]
+    assert absent == ["right_wrist_0_rgb"]
+    path = write_report(tmp_path / "report.html", frames)
+    dom = run_browser(browser, tmp_path, path.resolve().as_uri() + "#method=raw&layer=2", "--dump-dom")
+    note = re.search(r'<div class="absent">(.*?)</div>', dom).group(1)
+    assert note.startswith("absent: right_wrist_0_rgb")
+    tokens = display_tokens(layout)
+    vals = compact(frames[0].scores["raw"][0, 2, 0], layout, tokens).astype("<f2").astype(float)
+    words = vals[tokens["word_offset"] : tokens["sink_offset"]]
+    shown = re.search(r'<span class="word-scale-max">(.*?)</span>', dom).group(1)
+    assert float(shown) == pytest.approx(words.max(), rel=5e-3)

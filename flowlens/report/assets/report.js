@@ -231,6 +231,10 @@
     var camDiv = $("cameras");
     while (camDiv.firstChild) camDiv.removeChild(camDiv.firstChild);
     f.cameras.forEach(function (cam) { camDiv.appendChild(drawCamera(cam, vals, lo, hi)); });
+    if ((f.absent_cameras || []).length) {  // say which cameras the model did not get (e.g. a one-camera MP4)
+      camDiv.appendChild(el("div", "absent", "absent: " + f.absent_cameras.join(", ") +
+        " \u2014 no image (masked); the model saw only the cameras shown, and shares are of those"));
+    }
     // colorbar
     var cb = $("colorbar"), cctx = cb.getContext("2d");
     for (var x = 0; x < 256; x++) { cctx.fillStyle = css(rgb(D.cmap, x / 255)); cctx.fillRect(x, 0, 1, 12); }
@@ -248,6 +252,12 @@
       span.addEventListener("mouseenter", function () { hovered = { kind: "word", index: j }; showHover(f, vals); });
       wDiv.appendChild(span);
     });
+    // the words' own colour scale, with numbers: 0 … the largest word of this map
+    var ws = el("span", "word-scale"), wcv = document.createElement("canvas"), wctx = wcv.getContext("2d");
+    wcv.width = 120; wcv.height = 10;
+    for (var wx = 0; wx < 120; wx++) { wctx.fillStyle = css(rgb(D.word_cmap, wx / 119)); wctx.fillRect(wx, 0, 1, 10); }
+    ws.appendChild(el("span", null, "0")); ws.appendChild(wcv); ws.appendChild(el("span", "word-scale-max", fmt(whi)));
+    wDiv.appendChild(ws);
     f.sinks.forEach(function (s, j) {
       var v = vals[f.sink_offset + j], span = el("span", "sink", s + "  " + fmt(v));
       span.setAttribute("data-value", String(v));
