@@ -152,6 +152,13 @@ def add_figure_args(p: argparse.ArgumentParser, *, default_viz: str = "all") -> 
         help="shared = one colour scale for all cameras (default: compare their mass); camera = each "
         "camera on its own scale (see where a camera with little mass looks); the colorbars say which",
     )
+    g.add_argument(
+        "--head-scale",
+        choices=("head", "shared"),
+        default="head",
+        help="heads figure: head = each panel from 0 to its own max, written under it (default: heads "
+        "with little mass stay visible); shared = one colour scale for every head",
+    )
 
 
 def spec_from(args) -> AnalysisSpec:
@@ -229,8 +236,12 @@ def smooth_from(args) -> bool:
 
 
 def figure_options_from(args) -> dict:
-    """The FigureConfig fields the figure flags set (``--interpolation``, ``--camera-scale``)."""
-    return {"smooth": smooth_from(args), "camera_scale": getattr(args, "camera_scale", "shared")}
+    """The FigureConfig fields the figure flags set (``--interpolation``, ``--camera-scale``, ``--head-scale``)."""
+    return {
+        "smooth": smooth_from(args),
+        "camera_scale": getattr(args, "camera_scale", "shared"),
+        "head_scale": getattr(args, "head_scale", "head"),
+    }
 
 
 def say(*lines: str) -> None:

@@ -23,7 +23,7 @@ from flowlens.figures.config import FigureConfig
 from flowlens.figures.heads import head_grid
 from flowlens.figures.steps import step_labels, step_share_evolution
 from flowlens.figures.strips import map_panels
-from flowlens.projection import patch_grid
+from flowlens.projection import camera_segment, patch_grid
 
 MAX_HEAD_LAYERS = 6  # layers × 8 heads panels: more than 6 rows is unreadable
 
@@ -143,33 +143,47 @@ def heads_figure(
     query_label: str,
     step: int | str,
     config: FigureConfig | None = None,
+    cameras: Sequence[str] | None = None,
 ):
-    """Layers × heads raw attention of one query (at most 6 of ``layers``, evenly spread).
+    """Layers × heads raw attention of one query (at most 6 of ``layers``, evenly spread), one
+    block per camera; ``config.head_scale`` = "head" puts each panel on its own scale.
 
     Args:
       scores: float [layer, head, token]; ``layer_ids`` names its layer axis, ``layers`` the ones to draw.
+      cameras: camera names, one block each (default: the first valid camera).
     """
     config = config or FigureConfig()
     layers = list(layers)
     if len(layers) > MAX_HEAD_LAYERS:
         layers = [layers[int(round(i))] for i in np.linspace(0, len(layers) - 1, MAX_HEAD_LAYERS)]
-    camera, image = first_camera(layout, images)
+    cams = [camera_segment(layout, c) for c in (cameras or [first_camera(layout)[0]])]
+    rows = np.asarray(scores)[_rows_of(layer_ids, layers)]
     title = (
         f"raw attention per head · query: {query_label} · {_step_text(step)} · "
         "8 query heads share one key/value head (MQA)"
+        + (" · each panel on its own scale" if config.head_scale == "head" else "")
     )
-    return head_grid(
-        np.asarray(scores)[_rows_of(layer_ids, layers)],
-        layout,
-        camera=camera,
-        image=image,
-        layer_ids=layers,
-        title=title,
-        on="frame",
-        cmap=config.cmap,
-        alpha=config.alpha,
-        smooth=config.smooth,
-    )
+    num_heads = rows.shape[1]
+    panel = 1.25
+    fig = new_figure((num_heads * panel + 1.6, len(cams) * (len(layers) * panel + 0.5) + 0.6))
+    subs = np.atleast_1d(fig.subfigures(len(cams), 1))
+    for sub, cam in zip(subs, cams, strict=True):
+        head_grid(
+            rows,
+            layout,
+            camera=cam.name,
+            image=(images or {}).get(cam.name),
+            layer_ids=layers,
+            title=f"camera: {cam.name}",
+            on="frame",
+            cmap=config.cmap,
+            alpha=config.alpha,
+            smooth=config.smooth,
+            scale="panel" if config.head_scale == "head" else "shared",
+            fig=sub,
+        )
+    fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def actions_figure(
@@ -187,12 +201,27 @@ def actions_figure(
       rows: float [layer, horizon, token] rows of the action tokens; ``layer_ids`` names its layer axis.
     """
     layers = list(layers)
-    mats = action_columns(np.asarray(rows)[_rows_of(layer_ids, layers)], layout)
-    return action_matrix_grid(
+    picked = np.asarray(rows, dtype=np.float64)[_rows_of(layer_ids, layers)]
+    mats = action_columns(picked, layout)
+    fig = action_matrix_grid(
         mats,
         panel_labels=[f"layer {x}" for x in layers],
-        title=f"action → action raw attention · {_step_text(step)} · {heads_label}",
+        title=f"action → action raw attention · {_step_text(step)} · {heads_label}\n"
+        "under each panel: the share of the action tokens' attention that goes to the prefix (images "
+        "and words, not drawn here)",
     )
+    for ax, share in zip([ax for ax in fig.axes if ax.images], prefix_share(picked, layout), strict=True):
+        ax.set_xlabel(f"key action\n{100 * share:.0f} % to the prefix", fontsize=9)
+    return fig
+
+
+def prefix_share(rows: np.ndarray, layout: TokenLayout) -> np.ndarray:
+    """float [layer]: the share of the action rows' attention mass on prefix tokens (images, prompt),
+    averaged over the query actions. ``rows``: float [layer, horizon, token] (NaN = removed key)."""
+    rows = np.nan_to_num(np.asarray(rows, dtype=np.float64))
+    total = rows.sum(axis=-1)
+    on_prefix = rows[..., : layout.prefix_len].sum(axis=-1)
+    return np.mean(on_prefix / np.where(total > 0, total, 1.0), axis=-1)
 
 
 def outcome_figure(

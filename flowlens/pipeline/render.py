@@ -183,6 +183,7 @@ def _compose(kind: str, result: FrameResult, config=None):
             query_label=result.spec.query_label,
             step=result.step_label,
             config=config,
+            cameras=[c.name for c in result.layout.cameras if c.valid] or None,
         )
     if kind == "actions":
         if result.action_attention is None:

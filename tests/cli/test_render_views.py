@@ -66,7 +66,8 @@ def test_cli_heatmaps_default_to_the_patch_grid():
     args = build_parser().parse_args(argv)
     assert args.interpolation == "nearest" and figure_options_from(args)["smooth"] is False
     chosen = build_parser().parse_args([*argv, "--interpolation", "bilinear", "--camera-scale", "camera"])
-    assert figure_options_from(chosen) == {"smooth": True, "camera_scale": "camera"}
+    assert figure_options_from(chosen) == {"smooth": True, "camera_scale": "camera", "head_scale": "head"}
+    assert figure_options_from(build_parser().parse_args([*argv, "--head-scale", "shared"]))["head_scale"] == "shared"
     for sub in (["compare", "--success", "a.mp4", "--failure", "b.mp4", "--checkpoint", "synthetic"],):
         assert build_parser().parse_args(sub).interpolation == "nearest"
     result = result_for(("image", "steps", "heads"), method="raw", step="all")

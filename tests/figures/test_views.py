@@ -103,3 +103,41 @@ def test_steps_figure_says_when_the_maps_are_constant(data):
     fig = steps_figure(scores, data.layout, data.images, layer=17)
     said = " ".join(t.get_text() for sub in fig.subfigs for t in sub.texts)
     assert "constant across steps" in said and "0.0 %" in said
+
+
+def test_heads_figure_per_head_scale_and_both_cameras(data):
+    from flowlens.projection import patch_grid
+
+    cfg = FigureConfig(head_scale="head")
+    cams = ["base_0_rgb", "left_wrist_0_rgb"]
+    fig = heads_figure(
+        data.raw, data.layout, data.images, layer_ids=range(18), layers=[0, 17], query_label="a0", step=0,
+        config=cfg, cameras=cams,
+    )
+    maps = [ax for ax in fig.axes if ax.images]
+    assert len(maps) == 2 * 2 * 2  # cameras × layers × heads
+    assert [sub.get_suptitle() for sub in fig.subfigs] == [f"camera: {c}" for c in cams]
+    for k, ax in enumerate(maps):
+        cam, layer, head = cams[k // 4], (0, 17)[(k // 2) % 2], k % 2
+        top = np.nanmax(patch_grid(data.raw[layer, head], data.layout, cam))
+        assert ax.images[-1].get_clim() == pytest.approx((0.0, top))
+        assert ax.get_xlabel() == f"max {top:.2g}"
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2 and all("each panel's own max" in b.get_ylabel() for b in bars)
+    assert "each panel on its own scale" in fig.get_suptitle()
+    with pytest.raises(FlowlensError, match="head_scale"):
+        FigureConfig(head_scale="panel")
+
+
+def test_actions_figure_says_the_share_going_to_the_prefix(data):
+    act, p = data.layout.actions, data.layout.prefix_len
+    rows = np.zeros((18, act.size, data.layout.n))
+    rows[:, :, act.start : act.stop] = 0.25 / act.size
+    rows[:, :, :p] = 0.75 / p  # three quarters of every action's mass on images and words
+    rows[17, :, :p] = 0.0
+    rows[17, :, act.start : act.stop] = 1.0 / act.size
+    fig = actions_figure(rows, data.layout, layer_ids=range(18), layers=[0, 17], step=1, heads_label="heads: mean")
+    labels = [ax.get_xlabel() for ax in fig.axes if ax.images]
+    assert labels == ["key action\n75 % to the prefix", "key action\n0 % to the prefix"]
+    assert "share of the action tokens' attention that goes to the prefix" in fig.get_suptitle()
+    assert min(t.get_fontsize() for t in fig.axes[0].get_xticklabels()) >= 9
