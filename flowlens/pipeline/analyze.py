@@ -56,6 +56,7 @@ class FrameResult:
       prompt: the instruction.
       model: the backend's name ("synthetic", "tabletop", "pi0_libero", ...).
       actions: float32 [horizon, action_dim] predicted actions, or None.
+      episode: name of the episode the frame came from ("" when unknown), for figure titles.
     """
 
     layout: TokenLayout
@@ -74,6 +75,7 @@ class FrameResult:
     prompt: str = ""
     model: str = "unknown"
     actions: np.ndarray | None = None
+    episode: str = ""
 
     @property
     def step_label(self) -> str:

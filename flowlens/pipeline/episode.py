@@ -204,7 +204,9 @@ def run_episode(
             result = compute_frame(
                 backend, frame, spec, kinds=kinds, seed=seed, store=capture_store, key=key, counts=counts
             )
-            render_figures(result, kinds, fdir, dpi=dpi, paths=paths, figure_options=figure_options)
+            render_figures(
+                result, kinds, fdir, dpi=dpi, paths=paths, figure_options=figure_options, episode=source.name
+            )
             scores, layers, layout = result.layer_scores(), result.layers, result.layout
             _save_scores(fdir / SCORES_FILE, scores, layers, layout, fingerprint, focus)
         bar.set_postfix_str(f"skipped {len(skipped)}" if skipped else "")

@@ -138,7 +138,9 @@ def run_single(
     source_prompt(source, prompt_flag)
     frame = source.frame(index)
     result = analyze_frame(backend, frame, spec, kinds=kinds, seed=seed)
-    return render_figures(result, kinds, output, dpi=dpi, paths=paths, figure_options=figure_options)
+    return render_figures(
+        result, kinds, output, dpi=dpi, paths=paths, figure_options=figure_options, episode=source.name
+    )
 
 
 def frame_indices(num_frames: int, frames: Sequence[int] | None, frame_step: int | None) -> list[int]:

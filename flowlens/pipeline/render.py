@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from flowlens.errors import FlowlensError, unknown_name_error
+from flowlens.errors import FlowlensError, short_text, unknown_name_error
 from flowlens.figures.config import LEGACY_VIZ_TYPES, VIZ_TYPES
 from flowlens.pipeline.analyze import FrameResult
 
@@ -130,15 +130,26 @@ def _step(result: FrameResult) -> int | None:
 
 
 def make_figure(kind: str, result: FrameResult, config=None):
-    """Build one figure (not saved) with the ``flowlens.figures`` composer of ``kind``; a prompt
-    the model saw truncated is said under the title of the image, text and combined figures.
+    """Build one figure (not saved) with the ``flowlens.figures`` composer of ``kind``.
 
-    Raises FlowlensError when the result lacks what ``kind`` needs.
+    Under the title: which frame of which episode (``result.episode``) with which prompt, so a
+    PNG on its own says what it shows; and, for the image, text and combined figures, a prompt the
+    model saw truncated. Raises FlowlensError when the result lacks what ``kind`` needs.
     """
     fig = _compose(kind, result, config)
+    lines = [fig.get_suptitle()] if fig.get_suptitle() else []
+    where = [f"episode {result.episode}"] if result.episode else []
+    if result.frame_index is not None:
+        where.append(f"frame {result.frame_index}")
+    if result.prompt:
+        where.append(f"prompt {short_text(result.prompt, 80)}")
+    if where:
+        lines.append(" · ".join(where))
     note = truncation_note(result)
-    if note and kind in ("image", "text", "combined") and fig.get_suptitle():
-        fig.suptitle(fig.get_suptitle() + "\n" + note, fontsize=10, color="#b30000")
+    if note and kind in ("image", "text", "combined"):
+        lines.append(note)
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=10)
     return fig
 
 
@@ -207,6 +218,7 @@ def render_figures(
     dpi: int = 110,
     paths: dict[str, Path] | None = None,
     figure_options: Mapping[str, object] | None = None,
+    episode: str | None = None,
 ) -> dict[str, Path]:
     """Draw and atomically write each figure of ``kinds``; returns {kind: path}.
 
@@ -226,6 +238,8 @@ def render_figures(
     paths = paths or output_paths(output, kinds)
     for p in {p.parent for p in paths.values()}:
         p.mkdir(parents=True, exist_ok=True)
+    if episode:
+        result = dataclasses.replace(result, episode=episode)
     config = figure_config(result, **{"smooth": False, **(figure_options or {}), "dpi": dpi})
     written = {}
     for kind in kinds:

@@ -109,3 +109,13 @@ def test_a_truncated_prompt_is_said_on_the_figures_and_echoed_once_shortly(bare_
     assert code == 0, err
     assert out.count("pick up the red block") <= 6 and "(5500 characters)" in out
     assert len(err) < 1000
+
+
+def test_each_figure_names_its_episode_frame_and_prompt():
+    from dataclasses import replace
+
+    result = result_for(("image", "text", "combined", "evolution", "steps", "heads", "actions"), method="raw",
+                        step="all")
+    for kind in ("image", "text", "combined", "evolution", "steps", "heads", "actions"):
+        title = make_figure(kind, replace(result, episode="libero_rollout_x")).get_suptitle()
+        assert "episode libero_rollout_x · frame 10 · prompt 'pick up the red block'" in title, kind
