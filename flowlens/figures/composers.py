@@ -221,6 +221,7 @@ def attention_text_figure(
         row,
         layout,
         ax=fig.add_subplot(spec[2]),
+        cmap=config.cmap,  # the layers × words heatmap's colormap: one colour means one value
         value_label=config.value_label,
         title=f"prompt coloured by layer {focus}",
     )
@@ -355,7 +356,11 @@ def attention_evolution_figure(
     ax_b.set_title("per modality", fontsize=10)
     ax_b.legend(fontsize=8, frameon=False)
     ax_b.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(config.title(step=step, extra="evolution across layers"), fontsize=10)
+    absent = any(not c.valid for c in layout.cameras)
+    fig.suptitle(
+        config.title(step=step, extra="evolution across layers") + ("\n" + camera_note(layout) if absent else ""),
+        fontsize=10,
+    )
     return fig
 
 

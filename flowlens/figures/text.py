@@ -332,8 +332,9 @@ def highlighted_text(
         ax.set_title(title, fontsize=10)
     if colorbar:
         sm = ScalarMappable(norm=norm, cmap=cm)
-        cb = fig.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.08, pad=0.02, aspect=40)
+        # beside the words (as the layer heatmap's), not detached below them
+        cb = fig.colorbar(sm, ax=ax, orientation="vertical", fraction=0.04, pad=0.01, aspect=8)
         cb.set_label(value_label + " (words)", fontsize=8)
-        cb.ax.xaxis.set_major_locator(MaxNLocator(4))
+        cb.ax.yaxis.set_major_locator(MaxNLocator(4))
         cb.ax.tick_params(labelsize=7)
     return ax

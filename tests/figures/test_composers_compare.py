@@ -180,3 +180,13 @@ def test_image_figure_per_camera_scale_is_stated_in_each_colorbar(data):
     ]
     with pytest.raises(FlowlensError, match="camera_scale"):
         FigureConfig(camera_scale="per-camera")
+
+
+def test_text_figure_words_share_the_heatmaps_colormap_and_a_side_colorbar(data):
+    fig = attention_text_figure(data.raw, data.layout, config=CFG, step=0)
+    heat = fig.axes[1]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    chips_bar = bars[-1]  # the highlighted prompt's colorbar, drawn last
+    assert heat.images[0].get_cmap().name == "inferno"
+    cb = chips_bar._colorbar
+    assert cb.cmap.name == "inferno" and cb.orientation == "vertical"
