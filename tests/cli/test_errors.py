@@ -75,6 +75,7 @@ def test_checkpoint_that_is_a_file_or_unreadable(libero_tree, cli):
     bad = libero_tree / "checkpoints" / "broken"
     (bad / "params").mkdir(parents=True)
     (bad / "params" / "garbage.bin").write_bytes(b"\x01\x02")
+    (bad / "params" / "_METADATA").write_bytes(b"\x01\x02")  # looks like orbax; only reading it fails
     code, _, err = cli(*_single(), "--checkpoint", str(bad), "--tokenizer", "nope.model")
     assert code == 2  # the tokenizer is checked before the (slow) checkpoint load
     line = _one_clean_line(err)
@@ -162,3 +163,13 @@ def test_read_only_output_folder_is_named(libero_tree, cli):
     video = "data/libero/90/videos/rollout_task0_ep0.mp4"
     code, _, err = cli("single", "--video", video, "--checkpoint", "synthetic", "--output", "ro/a.png")
     assert code == 2 and "'ro'" in err and "not writable" in err
+
+
+def test_a_folder_without_params_is_named_before_the_tokenizer(libero_tree, cli):
+    bad = libero_tree / "checkpoints" / "junk"
+    (bad / "params").mkdir(parents=True)
+    (bad / "params" / "garbage.bin").write_bytes(b"\x01\x02")
+    code, _, err = cli(*_single(), "--checkpoint", str(bad))  # and no tokenizer anywhere
+    line = _one_clean_line(err)
+    assert code == 2 and "could not read checkpoint" in line and "is not an orbax checkpoint" in line
+    assert "tokenizer" not in line
