@@ -76,3 +76,18 @@ def test_readme_commands_run_as_written(tmp_path, monkeypatch, cli):
     assert Path("attention_image.png").is_file()
     summary = json.loads(Path("attention_viz_output/90_rollout_task0_ep0/episode.json").read_text())
     assert summary["prompt"] == "pick up the black bowl and place it on the plate"
+
+
+def test_readme_quickstart_draws_a_figure(tmp_path, monkeypatch):
+    text = README.read_text(encoding="utf-8")
+    block = text[text.index("## Quickstart") :]
+    code = block[block.index("```python") + len("```python") : block.index("```\n", block.index("```python") + 9)]
+    monkeypatch.chdir(tmp_path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    exec(compile(code, "README quickstart", "exec"), {"__name__": "readme"})
+    from PIL import Image
+
+    with Image.open(tmp_path / "quickstart.png") as im:
+        assert im.size[0] > 300 and im.size[1] > 200
