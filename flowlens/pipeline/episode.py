@@ -231,6 +231,7 @@ def run_episode(
         video=video,
         gif=gif,
         dpi=dpi,
+        figure_options=figure_options,
     )
     keep = {Path(p) for per_frame in files.values() for p in per_frame.values()}
     keep |= {out / f"frame_{i:04d}" / SCORES_FILE for i in done} | set(written.values())
@@ -271,6 +272,7 @@ def write_episode_views(
     video: bool = True,
     gif: bool = True,
     dpi: int = 110,
+    figure_options: Mapping[str, object] | None = None,
 ) -> dict[str, Path]:
     """Attention over time (MP4 / GIF) and the per-frame group shares, from per-frame scores
     [frame, token]."""
@@ -288,7 +290,7 @@ def write_episode_views(
         images = [source.images(i).get(camera) for i in indices]
         if any(img is None for img in images):
             raise FlowlensError(f"camera {camera!r} is missing from some frames; cannot draw attention over time.")
-        labels = [f"frame {i} · layer {focus} · {spec.method}" for i in indices]
+        labels = [f"frame {i} · {camera} · layer {focus} · {spec.method}" for i in indices]
         for fmt, wanted in (("mp4", video), ("gif", gif)):
             if wanted:
                 written[fmt] = attention_video(
@@ -299,6 +301,8 @@ def write_episode_views(
                     camera=camera,
                     fps=fps,
                     labels=labels,
+                    value_label=spec.value_label,
+                    smooth=bool((figure_options or {}).get("smooth", False)),
                 )
     fig = ff.share_evolution(
         scores,
