@@ -197,3 +197,17 @@ def test_absent_cameras_and_the_word_scale_are_on_the_page(browser, tmp_path):
     words = vals[tokens["word_offset"] : tokens["sink_offset"]]
     shown = re.search(r'<span class="word-scale-max">(.*?)</span>', dom).group(1)
     assert float(shown) == pytest.approx(words.max(), rel=5e-3)
+
+
+def test_a_flat_flow_map_says_why(browser, tmp_path):
+    frames = make_frames(count=1)
+    flow = frames[0].scores["flow"]
+    flat = np.where(np.isnan(flow), np.nan, 0.01)
+    flat[..., frames[0].layout.cameras[0].indices[0]] = 0.0105  # within 10 % of the largest
+    frames[0].scores["flow"] = flat.astype(flow.dtype)
+    path = write_report(tmp_path / "report.html", frames)
+    dom = run_browser(browser, tmp_path, path.resolve().as_uri() + "#method=flow", "--dump-dom")
+    note = re.search(r'<div id="flat"[^>]*>(.*?)</div>', dom).group(1)
+    assert note.startswith("This map is nearly flat") and "bottleneck" in note
+    dom = run_browser(browser, tmp_path, path.resolve().as_uri() + "#method=raw&layer=2", "--dump-dom")
+    assert re.search(r'<div id="flat"[^>]*>(.*?)</div>', dom).group(1) == ""

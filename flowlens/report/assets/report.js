@@ -265,6 +265,14 @@
       sDiv.appendChild(span);
     });
     showHover(f, vals);  // what is hovered keeps its place; its value follows method, step, layer, head
+    var pmin = Infinity;  // a nearly flat map is said, with why, so it is not read as "nothing found"
+    for (var q = 0; q < f.word_offset; q++) if (isFinite(vals[q]) && vals[q] < pmin) pmin = vals[q];
+    var flat = f.word_offset > 0 && hi > 0 && (hi - pmin) <= 0.1 * hi;
+    $("flat").textContent = !flat ? "" :
+      "This map is nearly flat: every patch is within 10 % of the largest (" + fmt(pmin) + " \u2026 " + fmt(hi) +
+      "). " + (S.method === "flow" ? "Attention flow is a max-flow: each patch's flow is capped by the narrowest " +
+      "layer on its way to the query, so many patches carry the same bottleneck value. " : "") +
+      "Compare raw attention or rollout, or another layer.";
     $("notes").textContent = "Scores stored as float16 (3 significant digits). Sliders marked 'constant' do not " +
       "apply to this method (e.g. attention flow computed only after the last layer).";
     // test hooks: state and a checksum of the displayed values
