@@ -71,17 +71,8 @@ def run(args) -> int:
         f"flowlens compare · {success.name} (success) vs {failure.name} (failure) · frames {frames} · "
         f"model: {backend.name}"
     )
-    written = compare_episodes(
-        success,
-        failure,
-        backend,
-        spec,
-        frames=frames,
-        output=args.output,
-        seed=args.seed,
-        dpi=args.dpi,
-        smooth=smooth_from(args),
-    )
+    options = {"seed": args.seed, "dpi": args.dpi, "smooth": smooth_from(args)}
+    written = compare_episodes(success, failure, backend, spec, frames=frames, output=args.output, **options)
     for i, path in written.items():
         say(f"  wrote frame {i:<5} {path}")
     return 0
