@@ -243,7 +243,7 @@ def summary_table(scores: np.ndarray, layout: TokenLayout, *, top: int = 3) -> l
     if layout.text is not None:
         words, vals, _, _ = word_table(scores, layout)
         order = np.argsort(-np.nan_to_num(vals, nan=-np.inf))[:top]
-        rows.append(("top words", ", ".join(f"{words[i]} ({vals[i]:.3f})" for i in order)))
+        rows.append(("top words", ", ".join(f"{_cut(words[i])} ({vals[i]:.3f})" for i in order)))
     for cam in valid_cameras(layout):
         g = patch_grid(scores, layout, cam.name)
         if np.isfinite(g).any():
@@ -253,6 +253,11 @@ def summary_table(scores: np.ndarray, layout: TokenLayout, *, top: int = 3) -> l
             rows.append((f"{short_camera(cam.name)}: peak patch", f"row {r}, col {c} ({g[r, c]:.4f})"))
             rows.append((f"{short_camera(cam.name)}: entropy", f"{ent:.2f} of max 1"))
     return rows
+
+
+def _cut(word: str, limit: int = 10) -> str:
+    """A word short enough for a table cell ("xylophones" stays, "refrigerator" → "refrigera…")."""
+    return word if len(word) <= limit else word[: limit - 1] + "…"
 
 
 def attention_combined_figure(

@@ -190,3 +190,16 @@ def test_text_figure_words_share_the_heatmaps_colormap_and_a_side_colorbar(data)
     assert heat.images[0].get_cmap().name == "inferno"
     cb = chips_bar._colorbar
     assert cb.cmap.name == "inferno" and cb.orientation == "vertical"
+
+
+def test_combined_table_keeps_long_top_words_inside_their_cell():
+    from flowlens.core.layout import pi0_layout
+    from flowlens.figures.composers import summary_table
+
+    layout = pi0_layout("put the extraordinarily enormous refrigerator beside microwaveovens")
+    scores = np.zeros(layout.n)
+    text = layout.text
+    scores[text.start : text.stop] = np.linspace(0.1, 1.0, text.size)
+    (value,) = [v for k, v in summary_table(scores, layout) if k == "top words"]
+    assert all(len(part.split(" (")[0]) <= 10 for part in value.split(", "))
+    assert len(value) <= 3 * (10 + 9) + 4
