@@ -13,6 +13,13 @@ class FlowlensError(ValueError):
     """Bad input to a flowlens entry point (argument, expectation, what was received, a fix)."""
 
 
+def short_text(text: str, limit: int = 120) -> str:
+    """``repr(text)``, cut to about ``limit`` characters with the full length said ("'pick…' (5000 characters)")."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean 'x'?' for the closest of ``choices``, or '' when nothing is close."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)

@@ -50,6 +50,21 @@ print("top-4 raw last-layer patches:",
       sorted(divmod(int(i), 16) for i in np.argsort(-np.nan_to_num(raw_grid.ravel()))[:4]))
 
 # %% [markdown]
+# ## See it: the rollout on each camera and on the prompt's words (sinks apart), with statistics
+# Pass `images={camera: frame}` to draw on the frames; a synthetic capture has none.
+
+# %%
+import matplotlib
+
+matplotlib.use("Agg")
+from flowlens.figures import FigureConfig, attention_combined_figure
+
+fig = attention_combined_figure(scores[None], capture.layout, layer_ids=[graph.num_layers - 1],
+                                config=FigureConfig(method="rollout", query="action a0"))
+fig.savefig("quickstart_rollout.png", dpi=80)
+print("wrote quickstart_rollout.png:", [ax.get_title() for ax in fig.axes if ax.get_title()])
+
+# %% [markdown]
 # ## Bring your own attention
 # `attention_rollout` and `attention_flow` take `[layer, head, query, key]` (or head-fused
 # `[layer, query, key]` for flow) from any model; `query=` takes token indices.

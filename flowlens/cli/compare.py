@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 
 from flowlens.cli.options import (
+    INTERPOLATIONS,
     add_analysis_args,
     add_model_args,
     add_subcommand,
     backend_from,
     keep_open,
+    prompt_flag,
     say,
+    smooth_from,
     spec_from,
 )
 
@@ -41,18 +44,26 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="output PNG (several frames: <stem>_frameXXXX.png) (default: compare.png)",
     )
     p.add_argument("--dpi", type=int, default=110, help="PNG resolution (default: 110)")
+    p.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        default="nearest",
+        help="nearest = the patch grid (default, as in the HTML report); bilinear = smoothed",
+    )
     p.set_defaults(run=run)
     return p
 
 
 def run(args) -> int:
     from flowlens.pipeline.compare import compare_episodes, compare_paths
+    from flowlens.pipeline.render import check_writable
     from flowlens.pipeline.sources import open_source
 
     spec = spec_from(args)
     frames = args.frames or [args.frame_idx]
-    compare_paths(args.output, frames)
-    opts = {"prompt": args.prompt, "rotate180": args.rotate180}
+    for folder in {p.parent for p in compare_paths(args.output, frames).values()}:  # before any work
+        check_writable(folder, "--output")
+    opts = {"prompt": prompt_flag(args.prompt), "rotate180": args.rotate180}
     success = keep_open(args, open_source(episode=args.success, success=True, **opts))
     failure = keep_open(args, open_source(episode=args.failure, success=False, **opts))
     backend = backend_from(args)
@@ -60,9 +71,8 @@ def run(args) -> int:
         f"flowlens compare · {success.name} (success) vs {failure.name} (failure) · frames {frames} · "
         f"model: {backend.name}"
     )
-    written = compare_episodes(
-        success, failure, backend, spec, frames=frames, output=args.output, seed=args.seed, dpi=args.dpi
-    )
+    options = {"seed": args.seed, "dpi": args.dpi, "smooth": smooth_from(args)}
+    written = compare_episodes(success, failure, backend, spec, frames=frames, output=args.output, **options)
     for i, path in written.items():
         say(f"  wrote frame {i:<5} {path}")
     return 0

@@ -18,10 +18,12 @@ from flowlens.cli.options import (
     add_source_args,
     add_subcommand,
     backend_from,
+    figure_options_from,
     say,
     source_from,
     spec_from,
 )
+from flowlens.errors import short_text
 
 HELP = "figures for many frames of an episode, MP4 / GIF of attention over time (resumable)"
 
@@ -52,11 +54,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     from flowlens.pipeline.episode import run_episode
     from flowlens.pipeline.frames import frame_indices
-    from flowlens.pipeline.render import expand_viz
+    from flowlens.pipeline.render import check_writable, expand_viz
     from flowlens.pipeline.sources import source_prompt
 
     spec = spec_from(args)
     kinds = expand_viz(args.viz_type)
+    check_writable(args.output_dir, "--output-dir")  # before any work
     source = source_from(args)
     indices = frame_indices(len(source), args.frames, args.frame_step)
     prompt = source_prompt(source)
@@ -64,7 +67,7 @@ def run(args) -> int:
     say(
         f"flowlens episode · {source.name} ({source.path}) · {len(indices)} of {len(source)} frames · "
         f"model: {backend.name}",
-        f"  prompt: {prompt!r}",
+        f"  prompt: {short_text(prompt)}",
         f"  {spec.method_label} · query: {spec.query_label} · {spec.heads_label} · step {spec.step}",
     )
     summary = run_episode(
@@ -82,8 +85,13 @@ def run(args) -> int:
         dpi=args.dpi,
         store=args.store,
         log=say,
+        figure_options=figure_options_from(args),
     )
-    say(f"  wrote {len(summary['frames'])} frames × {len(kinds)} figures under {summary['output_dir']}/frame_XXXX/")
+    computed = len(summary["frames"]) - len(summary["skipped"])
+    resumed = f" ({len(summary['skipped'])} kept from the earlier run)" if summary["skipped"] else ""
+    say(
+        f"  {computed} frames × {len(kinds)} figures written{resumed} under {summary['output_dir']}/frame_XXXX/"
+    )
     for kind, path in summary["episode_files"].items():
         say(f"  wrote {kind:<16} {path}")
     return 0

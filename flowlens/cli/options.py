@@ -19,6 +19,7 @@ CHECKPOINT_HELP = (
     "openpi checkpoint directory (holding params/), 'builtin:tabletop' for the embedded model, "
     "or 'synthetic' (synthetic attention, no model: every command runs without weights)"
 )
+INTERPOLATIONS = ("nearest", "bilinear")
 LEGACY_IGNORED = (
     "paligemma_variant",
     "action_expert_variant",
@@ -137,6 +138,27 @@ def add_figure_args(p: argparse.ArgumentParser, *, default_viz: str = "all") -> 
         "default) | full (every type); several allowed",
     )
     g.add_argument("--dpi", type=int, default=110, help="PNG resolution (default: 110)")
+    g.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        default="nearest",
+        help="heatmaps on frames: nearest = one flat block per patch, the patch grid the model saw "
+        "(default, as in the HTML report); bilinear = smoothed between patch centres",
+    )
+    g.add_argument(
+        "--camera-scale",
+        choices=("shared", "camera"),
+        default="shared",
+        help="shared = one colour scale for all cameras (default: compare their mass); camera = each "
+        "camera on its own scale (see where a camera with little mass looks); the colorbars say which",
+    )
+    g.add_argument(
+        "--head-scale",
+        choices=("head", "shared"),
+        default="head",
+        help="heads figure: head = each panel from 0 to its own max, written under it (default: heads "
+        "with little mass stay visible); shared = one colour scale for every head",
+    )
 
 
 def spec_from(args) -> AnalysisSpec:
@@ -178,6 +200,18 @@ def keep_open(args, source):
     return stack.enter_context(source) if stack is not None else source
 
 
+def prompt_flag(value: str | None) -> str | None:
+    """``--prompt`` as given, or a FlowlensError when it is empty (an empty prompt is never meant)."""
+    if value is not None and not value.strip():
+        from flowlens.errors import FlowlensError
+
+        raise FlowlensError(
+            f"--prompt is empty ({value!r}); give the task instruction, e.g. --prompt \"pick up the black "
+            'bowl\", or leave --prompt out when the file name or a tasks.json next to the videos carries it.'
+        )
+    return value
+
+
 def source_from(args):
     from flowlens.pipeline.sources import open_source
 
@@ -190,10 +224,24 @@ def source_from(args):
             data_root=tree,
             group=getattr(args, "group", None),
             episode_idx=getattr(args, "episode_idx", None),
-            prompt=args.prompt,
+            prompt=prompt_flag(args.prompt),
             rotate180=args.rotate180,
         ),
     )
+
+
+def smooth_from(args) -> bool:
+    """``--interpolation bilinear`` → smoothed heatmaps; nearest (the default) → the patch grid."""
+    return getattr(args, "interpolation", "nearest") == "bilinear"
+
+
+def figure_options_from(args) -> dict:
+    """The FigureConfig fields the figure flags set (``--interpolation``, ``--camera-scale``, ``--head-scale``)."""
+    return {
+        "smooth": smooth_from(args),
+        "camera_scale": getattr(args, "camera_scale", "shared"),
+        "head_scale": getattr(args, "head_scale", "head"),
+    }
 
 
 def say(*lines: str) -> None:

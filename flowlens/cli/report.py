@@ -55,11 +55,13 @@ def run(args) -> int:
 
     from flowlens.errors import FlowlensError
     from flowlens.pipeline.frames import frame_indices
+    from flowlens.pipeline.render import check_writable
     from flowlens.pipeline.report import build_episode_report
     from flowlens.pipeline.sources import source_prompt
 
     if Path(args.output).suffix.lower() not in (".html", ".htm"):
         raise FlowlensError(f"--output {args.output!r} must end in .html (the report is one HTML file).")
+    check_writable(Path(args.output).parent, "--output")  # before any work
     spec = spec_from(args)
     source = source_from(args)
     frames = frame_indices(len(source), args.frames, args.frame_step)

@@ -16,10 +16,12 @@ from flowlens.cli.options import (
     add_source_args,
     add_subcommand,
     backend_from,
+    figure_options_from,
     say,
     source_from,
     spec_from,
 )
+from flowlens.errors import short_text
 
 HELP = "figures of one frame (image / text / combined / evolution / ...)"
 
@@ -42,22 +44,33 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from flowlens.pipeline.frames import run_single
-    from flowlens.pipeline.render import expand_viz, output_paths
+    from flowlens.pipeline.render import check_writable, expand_viz, output_paths
     from flowlens.pipeline.sources import source_prompt
 
     spec = spec_from(args)
     kinds = expand_viz(args.viz_type)
-    output_paths(args.output, kinds)  # a bad --output fails before any work
+    for folder in {p.parent for p in output_paths(args.output, kinds).values()}:  # before any work
+        check_writable(folder, "--output")
     source = source_from(args)
     index = source.check_index(args.frame_idx)
     prompt = source_prompt(source)
     backend = backend_from(args)
     say(
         f"flowlens single · {source.name} · frame {index} of {len(source)} · model: {backend.name}",
-        f"  prompt: {prompt!r}",
+        f"  prompt: {short_text(prompt)}",
         f"  {spec.method_label} · query: {spec.query_label} · {spec.heads_label} · step {spec.step}",
     )
-    written = run_single(source, index, backend, spec, viz=kinds, output=args.output, seed=args.seed, dpi=args.dpi)
+    written = run_single(
+        source,
+        index,
+        backend,
+        spec,
+        viz=kinds,
+        output=args.output,
+        seed=args.seed,
+        dpi=args.dpi,
+        figure_options=figure_options_from(args),
+    )
     for kind, path in written.items():
         say(f"  wrote {kind:<9} {path}")
     return 0

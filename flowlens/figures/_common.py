@@ -122,6 +122,17 @@ def valid_cameras(layout: TokenLayout) -> list[ImageSegment]:
     return [c for c in layout.cameras if c.valid]
 
 
+def camera_note(layout: TokenLayout) -> str:
+    """Which cameras the model saw and which were absent, e.g. "cameras: base · absent: left wrist,
+    right wrist (no image: masked, shares are of the cameras present)"."""
+    present = [short_camera(c.name) for c in layout.cameras if c.valid]
+    absent = [short_camera(c.name) for c in layout.cameras if not c.valid]
+    text = "cameras: " + (", ".join(present) or "none")
+    if absent:
+        text += f" · absent: {', '.join(absent)} (no image: masked, shares are of the cameras present)"
+    return text
+
+
 def check_image(image, argument: str = "image") -> np.ndarray:
     """uint8 [H, W, 3] (grey [H, W] and RGBA accepted; floats in [0, 1] or [-1, 1] rescaled)."""
     arr = np.asarray(image)

@@ -52,8 +52,8 @@ def _ticks(ax, h: int) -> None:
     t = np.arange(0, h, step)
     ax.set_xticks(t)
     ax.set_yticks(t)
-    ax.set_xticklabels([f"a{i}" for i in t], fontsize=7, rotation=90 if h > 12 else 0)
-    ax.set_yticklabels([f"a{i}" for i in t], fontsize=7)
+    ax.set_xticklabels([f"a{i}" for i in t], fontsize=9, rotation=90 if h > 12 else 0)
+    ax.set_yticklabels([f"a{i}" for i in t], fontsize=9)
 
 
 def action_matrix(
@@ -136,11 +136,11 @@ def action_matrix_grid(
             labels=False,
             title=panel_labels[i] if panel_labels is not None else None,
         )
-        ax.title.set_fontsize(8)
+        ax.title.set_fontsize(9)
     for ax in axes[-1]:
-        ax.set_xlabel("key action", fontsize=8)
+        ax.set_xlabel("key action", fontsize=9)
     for ax in axes[:, 0]:
-        ax.set_ylabel("query action", fontsize=8)
+        ax.set_ylabel("query action", fontsize=9)
     add_colorbar(axes.flat[0], axes.flat[0].images[0], value_label, axes=axes.ravel().tolist())
     if title:
         fig.suptitle(title, fontsize=10)

@@ -39,6 +39,7 @@ def compare_outcomes(
     alpha: float = 0.55,
     value_label: str = "attention mass",
     title: str | None = None,
+    smooth: bool = True,
 ):
     """Compare two episodes' scores (same prompt, same frame index) side by side.
 
@@ -50,6 +51,7 @@ def compare_outcomes(
       camera: camera name or index.
       frame_index: frame index shared by both (in titles).
       labels: names of the two outcomes.
+      smooth: bilinear heatmaps between patch centres (False: one flat block per patch).
     Returns:
       The figure: axes 0–2 are success / failure / difference maps, axis 3 the paired word bars.
     """
@@ -88,6 +90,7 @@ def compare_outcomes(
         vmin=lo,
         vmax=hi,
         colorbar=False,
+        smooth=smooth,
         title=f"{labels[0]} · {at}",
     )
     image_overlay(
@@ -102,6 +105,7 @@ def compare_outcomes(
         vmax=hi,
         colorbar=True,
         cbar_label=value_label,
+        smooth=smooth,
         title=f"{labels[1]} · {at}",
     )
     diff = gs - gf
@@ -109,7 +113,7 @@ def compare_outcomes(
     image_overlay(
         diff,
         seg_s,
-        image=None,
+        image=images[0],
         on=on,
         ax=ax_d,
         cmap=diverging_cmap,
@@ -117,6 +121,7 @@ def compare_outcomes(
         vmax=m,
         colorbar=True,
         cbar_label=f"{labels[0]} − {labels[1]}",
+        smooth=smooth,
         title=f"difference ({labels[0]} − {labels[1]})",
     )
     ax_w = fig.add_subplot(spec[1, :])
@@ -125,15 +130,12 @@ def compare_outcomes(
     w = 0.4
     ax_w.bar(x - w / 2, vals_s, w, color="#2b8cbe", label=labels[0])
     ax_w.bar(x + w / 2, vals_f, w, color="#e6550d", label=labels[1])
-    ax_w.set_ylim(0, limits(np.concatenate([vals_s, vals_f]))[1] * 1.15)
-    if sinks:
-        ax_s2 = ax_w.twinx()
-        ax_s2.bar(sx - w / 2, sv_s, w, color="#2b8cbe", hatch="//", edgecolor="white")
-        ax_s2.bar(sx + w / 2, sv_f, w, color="#e6550d", hatch="//", edgecolor="white")
-        ax_s2.set_ylim(0, limits(np.concatenate([sv_s, sv_f]))[1] * 1.15)
-        ax_s2.set_ylabel("sink mass (right axis)", color="0.35", fontsize=9)
-        ax_s2.tick_params(axis="y", colors="0.35", labelsize=8)
-        ax_s2.spines[["top"]].set_visible(False)
+    top = limits(np.concatenate([vals_s, vals_f, np.ravel(sv_s), np.ravel(sv_f)]))[1]
+    ax_w.set_ylim(0, top * 1.18)
+    if sinks:  # the same axis as the words: a sink bar is as tall as its mass, hatched, value written on it
+        for xs, vals, color in ((sx - w / 2, sv_s, "#2b8cbe"), (sx + w / 2, sv_f, "#e6550d")):
+            bars = ax_w.bar(xs, vals, w, color=color, hatch="//", edgecolor="white")
+            ax_w.bar_label(bars, labels=[f"{v:.3f}" for v in np.nan_to_num(vals)], fontsize=7, padding=1)
         ax_w.axvline(len(words_s) - 0.2, color="0.3", lw=0.8, ls="--")
         ax_w.text(
             len(words_s) - 0.1,
@@ -154,6 +156,6 @@ def compare_outcomes(
     ax_w.set_ylabel(value_label)
     ax_w.legend(frameon=False, fontsize=8, loc="upper left")
     ax_w.spines[["top"]].set_visible(False)
-    ax_w.set_title("prompt words (sinks hatched, on the right axis)", fontsize=10)
+    ax_w.set_title("prompt words; sinks hatched, on the same axis", fontsize=10)
     fig.suptitle(title or f"{labels[0]} vs {labels[1]} · {at} · camera {seg_s.name}", fontsize=11)
     return fig

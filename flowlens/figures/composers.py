@@ -22,6 +22,7 @@ from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.figures._common import (
     add_colorbar,
+    camera_note,
     images_for,
     layer_ids_for,
     limits,
@@ -100,7 +101,7 @@ def attention_image_figure(
     imgs = images_for(images, layout)
     cams = valid_cameras(layout) or list(layout.cameras)
     panels = [(cam, view) for cam in cams for view in _views(config)]  # one (camera, view) per column
-    lo, hi = limits(np.concatenate([patch_grid(vals, layout, c.name).ravel() for c in cams]))
+    scales = camera_limits(vals, layout, cams, config.camera_scale)
 
     def label(cam, view):
         return short_camera(cam.name) + (f" ({view})" if config.on == "both" else "")
@@ -128,17 +129,48 @@ def attention_image_figure(
             title = label(cam, view) if r == 0 else ""
         else:
             title = f"layer {ids[li]}"
-        _camera_panel(ax, vals[li], layout, cam, imgs, view, config, lo, hi, title)
+        _camera_panel(ax, vals[li], layout, cam, imgs, view, config, *scales[cam.name], title)
         if len(ids) > MAX_LAYER_ROWS:
             ax.title.set_fontsize(8)
             if c == 0:
                 ax.set_ylabel(label(cam, view), fontsize=9)
         elif c == 0:
             ax.set_ylabel(f"layer {ids[li]}", fontsize=9)
-    first = axes[cells[0][0], cells[0][1]]
-    add_colorbar(first, first.images[-1], config.value_label, axes=axes.ravel().tolist())
-    fig.suptitle(config.title(step=step, extra="visual attention per layer"), fontsize=10)
+    camera_colorbars(
+        [(cam, axes[r, c]) for r, c, _, (cam, _) in cells], config, all_axes=axes.ravel().tolist()
+    )
+    fig.suptitle(
+        config.title(step=step, extra="visual attention per layer") + "\n" + camera_note(layout), fontsize=10
+    )
     return fig
+
+
+def camera_limits(values: np.ndarray, layout: TokenLayout, cams, scale: str) -> dict[str, tuple[float, float]]:
+    """Colour limits per camera name: one range over every camera ("shared"), or each its own ("camera").
+
+    Args:
+      values: float [..., token] scores drawn (every layer shown).
+    """
+    grids = {c.name: patch_grid(values, layout, c.name).ravel() for c in cams}
+    if scale == "camera":
+        return {name: limits(g) for name, g in grids.items()}
+    shared = limits(np.concatenate(list(grids.values())))
+    return dict.fromkeys(grids, shared)
+
+
+def camera_colorbars(panels, config: FigureConfig, *, all_axes) -> list:
+    """One colorbar over every panel (shared scale) or one per camera (``camera_scale="camera"``),
+    labelled with the scale it is. ``panels``: (camera segment, axes) drawn, in order."""
+    if config.camera_scale != "camera":
+        first = panels[0][1]
+        label = config.value_label + (" · one scale, all cameras" if len({c.name for c, _ in panels}) > 1 else "")
+        return [add_colorbar(first, first.images[-1], label, axes=all_axes)]
+    bars = []
+    for name in dict.fromkeys(c.name for c, _ in panels):
+        own = [ax for c, ax in panels if c.name == name]
+        label = f"{config.value_label} · {short_camera(name)} on its own scale"
+        bars.append(add_colorbar(own[0], own[0].images[-1], label, axes=own))
+    return bars
 
 
 def attention_text_figure(
@@ -189,6 +221,7 @@ def attention_text_figure(
         row,
         layout,
         ax=fig.add_subplot(spec[2]),
+        cmap=config.cmap,  # the layers × words heatmap's colormap: one colour means one value
         value_label=config.value_label,
         title=f"prompt coloured by layer {focus}",
     )
@@ -204,10 +237,13 @@ def summary_table(scores: np.ndarray, layout: TokenLayout, *, top: int = 3) -> l
         for n, s in zip(names, shares, strict=True)
         if s > 0
     ]
+    absent = [short_camera(c.name) for c in layout.cameras if not c.valid]
+    if absent:
+        rows.append(("absent cameras", ", ".join(absent) + " (no share)"))
     if layout.text is not None:
         words, vals, _, _ = word_table(scores, layout)
         order = np.argsort(-np.nan_to_num(vals, nan=-np.inf))[:top]
-        rows.append(("top words", ", ".join(f"{words[i]} ({vals[i]:.3f})" for i in order)))
+        rows.append(("top words", ", ".join(f"{_cut(words[i])} ({vals[i]:.3f})" for i in order)))
     for cam in valid_cameras(layout):
         g = patch_grid(scores, layout, cam.name)
         if np.isfinite(g).any():
@@ -217,6 +253,11 @@ def summary_table(scores: np.ndarray, layout: TokenLayout, *, top: int = 3) -> l
             rows.append((f"{short_camera(cam.name)}: peak patch", f"row {r}, col {c} ({g[r, c]:.4f})"))
             rows.append((f"{short_camera(cam.name)}: entropy", f"{ent:.2f} of max 1"))
     return rows
+
+
+def _cut(word: str, limit: int = 10) -> str:
+    """A word short enough for a table cell ("xylophones" stays, "refrigerator" → "refrigera…")."""
+    return word if len(word) <= limit else word[: limit - 1] + "…"
 
 
 def attention_combined_figure(
@@ -249,13 +290,13 @@ def attention_combined_figure(
     spec = fig.add_gridspec(
         2, len(cams) + 1, height_ratios=[1.25, 1.0], width_ratios=[1] * len(cams) + [1.45]
     )
-    lo, hi = limits(np.concatenate([patch_grid(row, layout, c.name).ravel() for c in cams]))
+    scales = camera_limits(row, layout, cams, config.camera_scale)
     cam_axes = []
     for i, cam in enumerate(cams):
         ax = fig.add_subplot(spec[0, i])
-        _camera_panel(ax, row, layout, cam, imgs, view, config, lo, hi, short_camera(cam.name))
+        _camera_panel(ax, row, layout, cam, imgs, view, config, *scales[cam.name], short_camera(cam.name))
         cam_axes.append(ax)
-    add_colorbar(cam_axes[0], cam_axes[0].images[-1], config.value_label, axes=cam_axes)
+    camera_colorbars(list(zip(cams, cam_axes, strict=True)), config, all_axes=cam_axes)
     ax_t = fig.add_subplot(spec[0, -1])
     ax_t.set_axis_off()
     table = ax_t.table(
@@ -275,7 +316,10 @@ def attention_combined_figure(
         value_label=config.value_label,
         title=f"layer {focus}: prompt words (sinks apart)",
     )
-    fig.suptitle(config.title(layer=focus, step=step, extra="visual and linguistic"), fontsize=10)
+    fig.suptitle(
+        config.title(layer=focus, step=step, extra="visual and linguistic") + "\n" + camera_note(layout),
+        fontsize=10,
+    )
     return fig
 
 
@@ -317,7 +361,11 @@ def attention_evolution_figure(
     ax_b.set_title("per modality", fontsize=10)
     ax_b.legend(fontsize=8, frameon=False)
     ax_b.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(config.title(step=step, extra="evolution across layers"), fontsize=10)
+    absent = any(not c.valid for c in layout.cameras)
+    fig.suptitle(
+        config.title(step=step, extra="evolution across layers") + ("\n" + camera_note(layout) if absent else ""),
+        fontsize=10,
+    )
     return fig
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from flowlens.errors import FlowlensError, unknown_name_error
 
 OVERLAY_TARGETS = ("frame", "model", "both")
+CAMERA_SCALES = ("shared", "camera")
+HEAD_SCALES = ("shared", "head")
 # the figure types of one analysed frame (``--viz-type``); the first four are the legacy script's "all"
 VIZ_TYPES = ("image", "text", "combined", "evolution", "steps", "heads", "actions")
 LEGACY_VIZ_TYPES = VIZ_TYPES[:4]
@@ -41,6 +43,11 @@ class FigureConfig:
         rotated as the model saw it), or "both".
       patch_grid: draw the patch grid over image heatmaps.
       smooth: bilinear heatmaps on frames (False = one flat block per patch).
+      camera_scale: "shared" = one colour scale for every camera (compare cameras' mass), "camera" =
+        each camera on its own scale (see where each camera looks; a camera holding 20 % of the
+        mass is not drawn flat). The colorbars say which.
+      head_scale: the per-head figure on one colour scale ("shared") or each head from 0 to its own
+        maximum ("head", written under each panel), so heads with little mass stay visible.
     """
 
     layers: tuple[int, ...] | None = None
@@ -56,6 +63,8 @@ class FigureConfig:
     on: str = "frame"
     patch_grid: bool = False
     smooth: bool = True
+    camera_scale: str = "shared"
+    head_scale: str = "shared"
 
     def __post_init__(self) -> None:
         import matplotlib
@@ -82,6 +91,10 @@ class FigureConfig:
             )
         if self.on not in OVERLAY_TARGETS:
             raise unknown_name_error("FigureConfig.on", self.on, OVERLAY_TARGETS)
+        if self.camera_scale not in CAMERA_SCALES:
+            raise unknown_name_error("FigureConfig.camera_scale", self.camera_scale, CAMERA_SCALES)
+        if self.head_scale not in HEAD_SCALES:
+            raise unknown_name_error("FigureConfig.head_scale", self.head_scale, HEAD_SCALES)
 
     @property
     def heads_label(self) -> str:

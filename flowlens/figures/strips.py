@@ -42,12 +42,15 @@ def map_panels(
     suptitle: str | None = None,
     panel_size: float = 1.45,
     fig=None,
+    scale: str = "shared",
 ):
     """Panels of one camera's heatmap laid out ``nrows × ncols`` with one shared colorbar.
 
     Args:
       scores: float [panel, token], panels in row-major order (fewer than nrows·ncols leaves blanks).
       titles: one title per panel (or None); row_labels / col_labels label the grid's edges instead.
+      scale: "shared" (one colour scale, vmin/vmax) or "panel": each panel from 0 to its own
+        maximum, written under the panel; the colorbar then runs 0 … "each panel's max".
     Returns:
       (fig, axes [nrows, ncols]); unused axes are hidden. ``fig._flowlens_colorbar`` is the colorbar.
     """
@@ -56,7 +59,10 @@ def map_panels(
     grids = patch_grid(scores, layout, seg.name)
     if scores.shape[0] > nrows * ncols:
         raise FlowlensError(f"{scores.shape[0]} panels do not fit a {nrows}×{ncols} grid.")
+    if scale not in ("shared", "panel"):
+        raise FlowlensError(f"scale must be 'shared' or 'panel', got {scale!r}.")
     lo, hi = limits(grids, vmin, vmax)
+    own = [limits(g) for g in grids] if scale == "panel" else [(lo, hi)] * grids.shape[0]
     if fig is None:
         fig = new_figure((ncols * panel_size + 1.0, nrows * panel_size + (0.7 if suptitle else 0.3)))
     axes = np.atleast_2d(np.asarray(fig.subplots(nrows, ncols, squeeze=False)))
@@ -72,13 +78,15 @@ def map_panels(
             ax=ax,
             cmap=cmap,
             alpha=alpha,
-            vmin=lo,
-            vmax=hi,
+            vmin=own[i][0],
+            vmax=own[i][1],
             smooth=smooth,
             colorbar=False,
             title=titles[i] if titles is not None else "",
         )
         ax.title.set_fontsize(8)
+        if scale == "panel":
+            ax.set_xlabel(f"max {own[i][1]:.2g}", fontsize=7, labelpad=1)
     if row_labels is not None:
         for r, lab in enumerate(row_labels):
             axes[r, 0].set_ylabel(lab, fontsize=8)
@@ -86,8 +94,17 @@ def map_panels(
         for c, lab in enumerate(col_labels):
             axes[0, c].set_title(lab, fontsize=8)
     im = axes.flat[0].images[-1]
+    if scale == "panel":
+        import matplotlib.cm as cm
+        import matplotlib.colors as mcolors
+
+        im = cm.ScalarMappable(mcolors.Normalize(0.0, 1.0), cmap)
+        value_label = f"{value_label}: 0 … each panel's own max (under it)"
     cb = add_colorbar(axes.flat[0], im, value_label, axes=axes.ravel().tolist())
-    cb.ax.set_title(f"max {hi:.3g}", fontsize=7)
+    if scale == "panel":
+        cb.set_ticks([0.0, 1.0], labels=["0", "max"])
+    else:
+        cb.ax.set_title(f"max {hi:.3g}", fontsize=7)
     fig._flowlens_colorbar = cb
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)

@@ -25,6 +25,7 @@ from flowlens.projection import word_scores
 SINK_ROLES = ("bos", "newline", "eos")
 SINK_COLOR = "0.55"
 WORD_COLOR = "#3b6ea8"
+SINK_CLIP = 3.0  # a sink taller than this many times the largest word is clipped (shared axis)
 
 
 def word_table(
@@ -58,7 +59,7 @@ def word_bars(
     *,
     ax=None,
     show_sinks: bool = True,
-    sink_axis: str = "twin",
+    sink_axis: str = "shared",
     color: str = WORD_COLOR,
     ymax: float | None = None,
     value_label: str = "attention mass",
@@ -67,9 +68,11 @@ def word_bars(
 ):
     """One bar per prompt word, then the sink tokens (hatched grey) after a dashed divider.
 
-    Sinks usually hold 10–100× the mass of any word, so by default they get their own y axis on
-    the right (``sink_axis="twin"``, labelled "sink mass"), which keeps the words readable while
-    the sinks stay visible and labelled; ``sink_axis="shared"`` draws them on the words' scale.
+    Sinks are drawn on the words' y axis (``sink_axis="shared"``, the default), so a bar's height
+    is its mass wherever it stands. Sinks often hold 10–100× the mass of any word: a sink more
+    than ``SINK_CLIP``× the largest word is clipped at the top of the axis (the words stay
+    readable), marked "▲" and labelled with its full value. ``sink_axis="twin"`` gives the sinks
+    their own right-hand axis instead (heights then do not compare with the words').
 
     Args:
       scores: float [token] over the layout.
@@ -100,6 +103,10 @@ def word_bars(
     show = show_sinks and bool(sink_labels)
     both = np.concatenate([values, sink_values]) if show and sink_axis == "shared" else values
     top = limits(both, None, ymax)[1]
+    word_top = limits(values, None, ymax)[1]
+    clip = show and sink_axis == "shared" and ymax is None and top > SINK_CLIP * word_top
+    if clip:  # the words stay readable; the taller sinks are cut at the top, marked and labelled
+        top = SINK_CLIP * word_top
     ax.set_ylim(0, top * 1.12)
     ax.flowlens_sink_axes = None
     if show:
@@ -112,17 +119,21 @@ def word_bars(
             target.tick_params(axis="y", colors="0.35", labelsize=8)
             target.spines[["top"]].set_visible(False)
             ax.flowlens_sink_axes = target
+        heights = np.nan_to_num(sink_values)
+        if clip:
+            heights = np.minimum(heights, top * 1.12)
         bars = target.bar(
             sx,
-            np.nan_to_num(sink_values),
+            heights,
             color=SINK_COLOR,
             hatch="//",
             edgecolor="white",
             label="sink tokens",
         )
         for b, v in zip(bars, sink_values, strict=True):
+            cut = clip and np.nan_to_num(v) > top * 1.12
             target.annotate(
-                f"{v:.3g}",
+                f"▲ {v:.3g} (clipped)" if cut else f"{v:.3g}",
                 (b.get_x() + b.get_width() / 2, b.get_height()),
                 ha="center",
                 va="bottom",
@@ -321,8 +332,9 @@ def highlighted_text(
         ax.set_title(title, fontsize=10)
     if colorbar:
         sm = ScalarMappable(norm=norm, cmap=cm)
-        cb = fig.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.08, pad=0.02, aspect=40)
+        # beside the words (as the layer heatmap's), not detached below them
+        cb = fig.colorbar(sm, ax=ax, orientation="vertical", fraction=0.04, pad=0.01, aspect=8)
         cb.set_label(value_label + " (words)", fontsize=8)
-        cb.ax.xaxis.set_major_locator(MaxNLocator(4))
+        cb.ax.yaxis.set_major_locator(MaxNLocator(4))
         cb.ax.tick_params(labelsize=7)
     return ax

@@ -26,6 +26,7 @@ from flowlens.figures.save import atomic_path
 from flowlens.projection import camera_segment, frame_heatmap, model_heatmap, patch_grid
 
 FORMATS = ("mp4", "gif")
+MIN_WIDTH = 320  # video frames narrower than this are enlarged (nearest) so labels and scale read
 
 
 def overlay_frame(
@@ -82,11 +83,45 @@ def overlay_frame(
 
         pil = Image.fromarray(out)
         draw = ImageDraw.Draw(pil)
-        box = draw.textbbox((4, 3), label)
+        font = _font(out.shape[0])
+        box = draw.textbbox((4, 3), label, font=font)
         draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
-        draw.text((4, 3), label, fill=(255, 255, 255))
+        draw.text((4, 3), label, fill=(255, 255, 255), font=font)
         out = np.asarray(pil)
     return out
+
+
+def _font(height: int):
+    """PIL's default font at a size readable on a ``height``-pixel frame (≥ 11 px)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=max(11, height // 18))
+    except TypeError:  # pragma: no cover - Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def colorbar_strip(width: int, lo: float, hi: float, *, cmap: str = "inferno", label: str = "") -> np.ndarray:
+    """uint8 [h, width, 3]: a horizontal colour scale from ``lo`` (left) to ``hi`` (right), its two
+    values and ``label`` written on it, to put under video frames (h grows with the width)."""
+    import matplotlib
+    from PIL import Image, ImageDraw
+
+    bar_h = max(8, width // 40)
+    font = _font(max(width, 200))
+    text_h = font.getbbox("0.0")[3] + 4
+    strip = np.full((bar_h + text_h + 4, width, 3), 255, np.uint8)
+    ramp = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, width))[:, :3] * 255.0
+    strip[2 : 2 + bar_h] = np.round(ramp).astype(np.uint8)[None]
+    pil = Image.fromarray(strip)
+    draw = ImageDraw.Draw(pil)
+    y = bar_h + 3
+    draw.text((2, y), f"{lo:.3g}", fill=(0, 0, 0), font=font)
+    hi_text = f"{hi:.3g}"
+    draw.text((width - 2 - draw.textlength(hi_text, font=font), y), hi_text, fill=(0, 0, 0), font=font)
+    if label:
+        draw.text(((width - draw.textlength(label, font=font)) / 2, y), label, fill=(60, 60, 60), font=font)
+    return np.asarray(pil)
 
 
 def write_video(
@@ -187,6 +222,8 @@ def attention_video(
     alpha: float = 0.55,
     vmax: float | None = None,
     labels: Sequence[str] | None = None,
+    value_label: str | None = "attention",
+    smooth: bool = True,
 ) -> Path:
     """Overlay one camera's scores on each frame of an episode and write MP4/GIF.
 
@@ -196,6 +233,9 @@ def attention_video(
       layout: one layout for all frames, or one per frame.
       vmax: fixed upper colour limit (default: the max over the episode, so frames are comparable).
       labels: text per frame (default "frame t").
+      value_label: name of the values, written on a colour scale added under every frame (None:
+        no scale; the scale is fixed over the video, from its ``vmin`` to ``vmax``).
+      smooth: bilinear heatmaps (False: one flat block per patch, the grid the model saw).
     Returns:
       The path.
     """
@@ -212,9 +252,15 @@ def attention_video(
     lo, hi = limits(np.stack(grids), None, vmax)
     labels = list(labels) if labels is not None else [f"frame {t}" for t in range(len(frames))]
 
+    strip = None
+
     def render():
+        nonlocal strip
         for t, (fr, g, lay) in enumerate(zip(frames, grids, layouts, strict=True)):
-            yield overlay_frame(
+            if fr is not None and np.asarray(fr).shape[1] < MIN_WIDTH:  # small frames: enlarge so text reads
+                k = -(-MIN_WIDTH // np.asarray(fr).shape[1])
+                fr = np.repeat(np.repeat(check_image(fr), k, axis=0), k, axis=1)
+            rgb = overlay_frame(
                 fr,
                 g,
                 camera_segment(lay, camera),
@@ -223,7 +269,13 @@ def attention_video(
                 alpha=alpha,
                 vmin=lo,
                 vmax=hi,
+                smooth=smooth,
                 label=labels[t],
             )
+            if value_label is not None:
+                if strip is None:
+                    strip = colorbar_strip(rgb.shape[1], lo, hi, cmap=cmap, label=value_label)
+                rgb = np.concatenate([rgb, strip], axis=0)
+            yield rgb
 
     return write_video(render(), path, fps=fps)

@@ -91,7 +91,13 @@ def resolve_params_dir(path: str | os.PathLike) -> pathlib.Path:
             "(holding params/ and assets/) or its params/ folder."
         )
     if (p / "params").is_dir():
-        return p / "params"
+        if _is_orbax_dir(p / "params"):
+            return p / "params"
+        found = sorted(c.name for c in (p / "params").iterdir())[:10]
+        raise FlowlensError(
+            f"{str(p / 'params')!r} is not an orbax checkpoint: expected _METADATA / manifest.ocdbt in it "
+            f"(openpi writes params/ with orbax); found {found}."
+        )
     if _is_orbax_dir(p):
         return p
     steps = sorted((int(c.name), c) for c in p.iterdir() if c.name.isdigit() and (c / "params").is_dir())

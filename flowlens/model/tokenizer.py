@@ -33,13 +33,14 @@ import numpy as np
 import sentencepiece
 
 from flowlens.core.segments import TextSegment
-from flowlens.errors import FlowlensError
+from flowlens.errors import FlowlensError, short_text
 
 TOKENIZER_FILE = "paligemma_tokenizer.model"
 TOKENIZER_URL = "gs://big_vision/paligemma_tokenizer.model"
 TOKENIZER_HTTPS = "https://storage.googleapis.com/big_vision/paligemma_tokenizer.model"
 # Environment variable naming the tokenizer file when no path is passed.
 TOKENIZER_ENV = "FLOWLENS_TOKENIZER"
+WORD_MARK = "\u2581"  # SentencePiece's word-start mark
 PAD_ID = 0  # openpi pads with 0 (``False``), whatever the model's pad id.
 
 
@@ -206,11 +207,26 @@ class PaligemmaTokenizer:
 
     def format_ids(self, prompt: str, state: np.ndarray | None = None) -> list[int]:
         """Unpadded ids in openpi's format: Pi0 when ``state`` is None, else Pi0.5 discrete-state."""
+        return [i for i, _ in self._format(prompt, state)]
+
+    def _format(self, prompt: str, state: np.ndarray | None) -> list[tuple[int, str]]:
+        """(id, surface piece) per token of ``format_ids``: the piece as the text spells it, so an
+        unknown character reads as itself ("P"), not "<unk>" (SentencePiece's byte offsets)."""
         text = clean_prompt(prompt)
         if state is None:
-            return self.encode(text, add_bos=True) + self.encode("\n")
+            return self._surface_pieces(text, add_bos=True) + self._surface_pieces("\n")
         state_str = " ".join(str(int(s)) for s in discretize_state(state))
-        return self.encode(f"Task: {text}, State: {state_str};\nAction: ", add_bos=True)
+        return self._surface_pieces(f"Task: {text}, State: {state_str};\nAction: ", add_bos=True)
+
+    def _surface_pieces(self, text: str, *, add_bos: bool = False) -> list[tuple[int, str]]:
+        proto = self._sp.encode(text, return_type="proto")  # the proto API has no add_bos
+        out = [(int(self._sp.bos_id()), self._sp.id_to_piece(self._sp.bos_id()))] if add_bos else []
+        for p in proto.pieces:
+            piece = self._sp.id_to_piece(p.id)
+            if p.id == self._sp.unk_id() and p.surface:  # the text's own characters, word mark kept
+                piece = p.surface.replace(" ", WORD_MARK)
+            out.append((int(p.id), piece))
+        return out
 
     def tokenize(
         self, prompt: str, state: np.ndarray | None = None, *, max_len: int | None = None
@@ -232,23 +248,28 @@ class PaligemmaTokenizer:
         if not isinstance(prompt, str):
             raise FlowlensError(f"prompt must be a str, got {type(prompt).__name__}: {prompt!r}.")
         max_len = self.max_len if max_len is None else max_len
-        ids = self.format_ids(prompt, state)
+        formatted = self._format(prompt, state)
+        ids = [i for i, _ in formatted]
         n = len(ids)
         if n > max_len:
             warnings.warn(
                 f"prompt needs {n} tokens but max_len={max_len}; truncating to {max_len} (openpi does the "
                 f"same, and the final '\\n' answer marker is lost). Raise max_token_len in the config "
-                f"if this happens often. Prompt: {prompt!r}",
+                f"if this happens often. Prompt: {short_text(prompt)}",
                 TruncationWarning,
                 stacklevel=2,
             )
         ids = ids[:max_len]
         valid = [True] * len(ids) + [False] * (max_len - len(ids))
-        pieces = self.pieces(ids) + [self._sp.id_to_piece(PAD_ID)] * (max_len - len(ids))
+        pad = [self._sp.id_to_piece(PAD_ID)] * (max_len - len(ids))
+        pieces = self.pieces(ids) + pad
+        surfaces = [s for _, s in formatted[: len(ids)]] + pad
         ids = ids + [PAD_ID] * (max_len - len(ids))
+        # words are read from the surface pieces (the user's characters), pieces kept as the vocabulary has them
         text = _merge_lone_word_marks(
-            TextSegment.from_pieces(start=0, token_ids=ids, pieces=pieces, valid=valid)
+            TextSegment.from_pieces(start=0, token_ids=ids, pieces=surfaces, valid=valid)
         )
+        text = dataclasses.replace(text, pieces=tuple(pieces))
         return TokenizedPrompt(
             ids=np.asarray(ids, dtype=np.int32),
             mask=np.asarray(valid, dtype=bool),

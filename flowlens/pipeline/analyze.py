@@ -45,15 +45,18 @@ class FrameResult:
       num_layers: depth of the model.
       step_scores: float64 [step, layer, token] at *every* denoising step (for the step figures),
         or None when only ``steps`` were computed; ``step_times`` are their flow times.
-      head_scores: float64 [layer, head, token] raw attention of the query per head at the first
-        step (every layer), or None when the capture kept only the mean over heads.
+      head_scores: float64 [layer, head, token] raw attention of the query per head at the step
+        asked for (the mean over ``steps`` for step='all'; every layer), or None when the capture
+        kept only the mean over heads.
       action_attention: float64 [layer, horizon, token] raw attention rows of every action token at
-        the first step (heads fused per spec), or None when the layout has no actions.
+        the step asked for (the mean over ``steps`` for step='all'; heads fused per spec), or None
+        when the layout has no actions.
       images: camera name → uint8 [H, W, 3] frame as stored.
       frame_index: index of the frame in its episode (None for a lone image).
       prompt: the instruction.
       model: the backend's name ("synthetic", "tabletop", "pi0_libero", ...).
       actions: float32 [horizon, action_dim] predicted actions, or None.
+      episode: name of the episode the frame came from ("" when unknown), for figure titles.
     """
 
     layout: TokenLayout
@@ -72,6 +75,7 @@ class FrameResult:
     prompt: str = ""
     model: str = "unknown"
     actions: np.ndarray | None = None
+    episode: str = ""
 
     @property
     def step_label(self) -> str:
@@ -190,14 +194,18 @@ def compute_scores(
     first = steps[0]
     head_scores = None
     p = capture.step(first)
-    if p.head_reduction is None:
-        head_scores = read_rows(capture, tokens, step=first, heads="keep").on_layout().mean(axis=2)
+    if p.head_reduction is None:  # per head, averaged over the steps asked for (step='all': every step)
+        head_scores = np.mean(
+            [read_rows(capture, tokens, step=s, heads="keep").on_layout().mean(axis=2) for s in steps], axis=0
+        )
     action_attention = None
     act = layout.actions
     if act is not None:
         act_tokens = np.arange(act.start, act.stop)
         if np.isin(act_tokens, p.query_rows).all():
-            action_attention = read_rows(capture, act_tokens, step=first, heads=heads).on_layout()[:, 0]
+            action_attention = np.mean(
+                [read_rows(capture, act_tokens, step=s, heads=heads).on_layout()[:, 0] for s in steps], axis=0
+            )
     times = capture.times
     all_scores = np.stack(per_step)
     return FrameResult(

@@ -16,6 +16,7 @@ transforms) into a ``Capture``, recording only what the analysis needs (``Captur
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -231,10 +232,15 @@ def _load_checkpoint_backend(path: str, *, tokenizer: str | None, config: str | 
             "folder holding params/ and assets/). Pass that directory, builtin:tabletop, or synthetic."
         )
     from flowlens.model import Pi0Model
-    from flowlens.model.checkpoint import load_checkpoint
+    from flowlens.model.checkpoint import load_checkpoint, resolve_params_dir
     from flowlens.model.tokenizer import PaligemmaTokenizer, default_tokenizer_path
 
-    # The tokenizer file is checked first: loading a checkpoint takes a while.
+    # What is wrong with the folder itself is said first (a quick look for params/), then a missing
+    # tokenizer file, both before the slow checkpoint read.
+    try:
+        resolve_params_dir(ckpt)
+    except FlowlensError as e:
+        raise FlowlensError(f"could not read checkpoint {path!r}: {e}") from None
     tok_path = Path(os.path.expanduser(tokenizer)) if tokenizer else default_tokenizer_path()
     if tok_path is None or not tok_path.is_file():
         where = f"--tokenizer {tokenizer!r} does not exist" if tokenizer else "no --tokenizer was given"
@@ -244,7 +250,8 @@ def _load_checkpoint_backend(path: str, *, tokenizer: str | None, config: str | 
             "https://storage.googleapis.com/big_vision/paligemma_tokenizer.model and pass --tokenizer PATH."
         )
     try:
-        loaded = load_checkpoint(ckpt, config)
+        with _quiet_absl():
+            loaded = load_checkpoint(ckpt, config)
     except FlowlensError as e:
         raise FlowlensError(f"could not read checkpoint {path!r}: {e}") from None
     except Exception as e:  # orbax / tensorstore / OS errors on a corrupt or foreign folder
@@ -262,6 +269,23 @@ def _load_checkpoint_backend(path: str, *, tokenizer: str | None, config: str | 
         norm_stats=loaded.norm_stats,
         name=getattr(cfg, "name", None) or ckpt.name,
     )
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """Keep orbax's absl WARNING lines off the terminal while a checkpoint is read (errors still
+    show); the previous absl verbosity is restored afterwards."""
+    try:
+        from absl import logging as absl_logging
+    except ImportError:  # pragma: no cover - absl comes with orbax
+        yield
+        return
+    before = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(before)
 
 
 def _tasks_module():

@@ -49,6 +49,7 @@ def compare_episodes(
     output: str | os.PathLike = "compare.png",
     seed: int = 0,
     dpi: int = 110,
+    smooth: bool = False,
 ) -> dict[int, Path]:
     """Write one comparison figure per frame index.
 
@@ -56,6 +57,7 @@ def compare_episodes(
       success, failure: EpisodeSources of the same task (same prompt).
       frames: frame indices, each valid in both episodes.
       output: a .png path (one frame) or a folder / stem for several.
+      smooth: bilinear heatmaps (default: the patch grid, one flat block per patch).
     Returns:
       {frame index: path}.
     Raises:
@@ -65,8 +67,8 @@ def compare_episodes(
 
     import flowlens.figures as ff
 
-    p_s = source_prompt(success, "--prompt (or --success-prompt)")
-    p_f = source_prompt(failure, "--prompt (or --failure-prompt)")
+    p_s = source_prompt(success)  # one --prompt gives both episodes their instruction
+    p_f = source_prompt(failure)
     if _norm(p_s) != _norm(p_f):
         raise FlowlensError(
             f"success and failure episodes have different prompts ({p_s!r} vs {p_f!r}); compare two "
@@ -103,6 +105,7 @@ def compare_episodes(
             frame_index=i,
             value_label=spec.value_label,
             title=title,
+            smooth=smooth,
         )
         try:
             written[i] = ff.save_figure(fig, path, dpi=dpi)

@@ -158,7 +158,7 @@ def run_demo(
         written: dict[str, list[Path]] = {"episodes": sorted(p for p in episodes.rglob("*") if p.is_file())}
 
         log(
-            f"  {time.time() - t0:5.1f} s  [1/4] single frame {mid}: every figure type (rollout; raw "
+            f"  at {time.time() - t0:5.1f} s · [1/4] single frame {mid}: every figure type (rollout; raw "
             "attention alongside)"
         )
         single = run_single(success, mid, backend, spec, viz=expand_viz("full"), output=out / "single", seed=seed)
@@ -179,7 +179,7 @@ def run_demo(
 
         step = max(1, n // 8)
         log(
-            f"  {time.time() - t0:5.1f} s  [2/4] episode: every {step} frames → heatmaps, MP4 + GIF of "
+            f"  at {time.time() - t0:5.1f} s · [2/4] episode: every {step} frames → heatmaps, MP4 + GIF of "
             "attention over time"
         )
         summary = run_episode(
@@ -198,7 +198,7 @@ def run_demo(
         ep_dir = Path(summary["output_dir"])
         written["episode"] += [Path(p) for p in summary["episode_files"].values()] + [ep_dir / "episode.json"]
 
-        log(f"  {time.time() - t0:5.1f} s  [3/4] compare: success vs failure at frame {mid}")
+        log(f"  at {time.time() - t0:5.1f} s · [3/4] compare: success vs failure at frame {mid}")
         written["compare"] = list(
             compare_episodes(
                 success, failure, backend, spec, frames=[mid], output=out / "compare.png", seed=seed
@@ -207,7 +207,7 @@ def run_demo(
 
         frames = sorted({0, n // 2, n - 1})
         log(
-            f"  {time.time() - t0:5.1f} s  [4/4] report: frames {frames} (raw attention and rollout; "
+            f"  at {time.time() - t0:5.1f} s · [4/4] report: frames {frames} (raw attention and rollout; "
             "add flow with flowlens report --methods)"
         )
         written["report"] = [

@@ -9,6 +9,10 @@ episodes can share an output folder; the name is made file-name safe)::
     attention_evolution_frames.png      share of the query's mass per token group, frame by frame
     episode.json                        what was run and what was written
 
+The folder holds exactly what ``episode.json`` lists: figures, frame folders and episode-level
+files that an earlier run into the same folder wrote and this run does not (other viz types,
+frames, ``--no-video``) are removed. Only flowlens's own file names are touched.
+
 Resumable: a frame whose ``scores.npz`` matches this run's settings and whose figures all exist
 is skipped, so an interrupted run picks up where it stopped (every file is written atomically;
 leftover temporary files of a killed run are removed). Episode-level files are re-rendered from
@@ -20,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +100,33 @@ def _load_scores(path: Path, fingerprint: str):
         return None
 
 
+FRAME_DIR = re.compile(r"^frame_\d{4,}$")
+EPISODE_FILES = (f"{VIDEO_NAME}.mp4", f"{VIDEO_NAME}.gif", "attention_evolution_frames.png")
+
+
+def remove_stale_outputs(out: Path, keep: set[Path]) -> list[Path]:
+    """Remove the flowlens outputs under ``out`` that are not in ``keep`` (this run's files).
+
+    Touches only names flowlens writes: ``frame_XXXX/attention_*.png`` and ``scores.npz`` (a frame
+    folder left empty is removed), and the episode-level video, GIF and evolution PNG. Returns the
+    removed paths.
+    """
+    keep = {Path(p).resolve() for p in keep}
+    removed = []
+    candidates = [out / name for name in EPISODE_FILES]
+    frame_dirs = [d for d in out.iterdir() if d.is_dir() and FRAME_DIR.match(d.name)] if out.is_dir() else []
+    for d in frame_dirs:
+        candidates += [*d.glob("attention_*.png"), d / SCORES_FILE]
+    for path in candidates:
+        if path.is_file() and path.resolve() not in keep:
+            path.unlink()
+            removed.append(path)
+    for d in frame_dirs:
+        if not any(d.iterdir()):
+            d.rmdir()
+    return removed
+
+
 def _clean_temps(folder: Path) -> None:
     from flowlens.io.files import remove_stale_temps
 
@@ -118,6 +150,7 @@ def run_episode(
     dpi: int = 110,
     store: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
+    figure_options: Mapping[str, object] | None = None,
 ) -> dict:
     """The ``flowlens episode`` command (see the module docstring).
 
@@ -178,7 +211,9 @@ def run_episode(
             result = compute_frame(
                 backend, frame, spec, kinds=kinds, seed=seed, store=capture_store, key=key, counts=tally
             )
-            render_figures(result, kinds, fdir, dpi=dpi, paths=paths)
+            render_figures(
+                result, kinds, fdir, dpi=dpi, paths=paths, figure_options=figure_options, episode=source.name
+            )
             scores, layers, layout = result.layer_scores(), result.layers, result.layout
             _save_scores(fdir / SCORES_FILE, scores, layers, layout, fingerprint, focus)
         bar.set_postfix_str(f"skipped {len(skipped)}" if skipped else "")
@@ -203,7 +238,13 @@ def run_episode(
         video=video,
         gif=gif,
         dpi=dpi,
+        figure_options=figure_options,
     )
+    keep = {Path(p) for per_frame in files.values() for p in per_frame.values()}
+    keep |= {out / f"frame_{i:04d}" / SCORES_FILE for i in done} | set(written.values())
+    stale = remove_stale_outputs(out, keep)
+    if stale:
+        log(f"  removed {len(stale)} stale files of an earlier run with other settings")
     summary = {
         "output_dir": str(out),
         "source": str(source.path),
@@ -238,6 +279,7 @@ def write_episode_views(
     video: bool = True,
     gif: bool = True,
     dpi: int = 110,
+    figure_options: Mapping[str, object] | None = None,
 ) -> dict[str, Path]:
     """Attention over time (MP4 / GIF) and the per-frame group shares, from per-frame scores
     [frame, token]."""
@@ -255,7 +297,7 @@ def write_episode_views(
         images = [source.images(i).get(camera) for i in indices]
         if any(img is None for img in images):
             raise FlowlensError(f"camera {camera!r} is missing from some frames; cannot draw attention over time.")
-        labels = [f"frame {i} · layer {focus} · {spec.method}" for i in indices]
+        labels = [f"frame {i} · {camera} · layer {focus} · {spec.method}" for i in indices]
         for fmt, wanted in (("mp4", video), ("gif", gif)):
             if wanted:
                 written[fmt] = attention_video(
@@ -266,6 +308,8 @@ def write_episode_views(
                     camera=camera,
                     fps=fps,
                     labels=labels,
+                    value_label=spec.value_label,
+                    smooth=bool((figure_options or {}).get("smooth", False)),
                 )
     fig = ff.share_evolution(
         scores,

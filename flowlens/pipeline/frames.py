@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from flowlens.errors import FlowlensError
@@ -122,6 +122,7 @@ def run_single(
     seed: int = 0,
     dpi: int = 110,
     prompt_flag: str = "--prompt",
+    figure_options: Mapping[str, object] | None = None,
 ) -> dict[str, Path]:
     """The ``flowlens single`` command: one frame of one episode → the chosen figures.
 
@@ -137,7 +138,9 @@ def run_single(
     source_prompt(source, prompt_flag)
     frame = source.frame(index)
     result = analyze_frame(backend, frame, spec, kinds=kinds, seed=seed)
-    return render_figures(result, kinds, output, dpi=dpi, paths=paths)
+    return render_figures(
+        result, kinds, output, dpi=dpi, paths=paths, figure_options=figure_options, episode=source.name
+    )
 
 
 def frame_indices(num_frames: int, frames: Sequence[int] | None, frame_step: int | None) -> list[int]:

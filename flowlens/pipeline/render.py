@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from flowlens.errors import FlowlensError, unknown_name_error
+from flowlens.errors import FlowlensError, short_text, unknown_name_error
 from flowlens.figures.config import LEGACY_VIZ_TYPES, VIZ_TYPES
 from flowlens.pipeline.analyze import FrameResult
 
@@ -65,6 +65,36 @@ def output_paths(output: str | os.PathLike, kinds: Sequence[str]) -> dict[str, P
     return {k: path.with_name(f"{path.stem}_{k}{path.suffix}") for k in kinds}
 
 
+def check_writable(folder: str | os.PathLike, flag: str) -> Path:
+    """Fail now, before any model work, when figures cannot be written under ``folder``.
+
+    The folder need not exist yet (it is created later); its nearest existing ancestor must be a
+    folder in which a file can be created (probed with a hidden temporary file, removed at once).
+    Returns the folder; raises FlowlensError naming ``flag`` and the user's path.
+    """
+    import tempfile
+
+    folder = Path(os.fspath(folder) or ".")
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise FlowlensError(
+            f"{flag} {str(folder)!r} cannot be created: {str(probe)!r} is a file, not a folder. "
+            f"Choose another {flag}."
+        )
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".flowlens-write-check-")
+    except OSError as e:
+        raise FlowlensError(
+            f"{flag} {str(folder)!r} is not writable ({e.strerror or e} in {str(probe)!r}); choose another "
+            f"{flag} or make that folder writable."
+        ) from None
+    os.close(fd)
+    os.unlink(name)
+    return folder
+
+
 def figure_config(result: FrameResult, **overrides):
     """The FigureConfig whose titles say method, query, heads and step(s) of ``result``."""
     from flowlens.figures import FigureConfig
@@ -81,6 +111,20 @@ def figure_config(result: FrameResult, **overrides):
     )
 
 
+def truncation_note(result: FrameResult) -> str | None:
+    """What the model saw of a prompt longer than its token budget (openpi truncates and the "\\n"
+    answer marker is lost), or None when the whole prompt fit."""
+    text = result.layout.text
+    if text is None:
+        return None
+    seen = [r for r, ok in zip(text.roles, text.valid, strict=True) if ok]
+    if "newline" in seen or len(seen) < text.size:
+        return None
+    words = " ".join(text.words)
+    shown = words if len(words) <= 60 else words[:60] + "…"
+    return f"prompt truncated to {len(seen)} tokens: the model saw only {len(text.words)} words, {shown!r}"
+
+
 def _step(result: FrameResult) -> int | None:
     return result.steps[0] if len(result.steps) == 1 else None
 
@@ -88,8 +132,28 @@ def _step(result: FrameResult) -> int | None:
 def make_figure(kind: str, result: FrameResult, config=None):
     """Build one figure (not saved) with the ``flowlens.figures`` composer of ``kind``.
 
-    Raises FlowlensError when the result lacks what ``kind`` needs.
+    Under the title: which frame of which episode (``result.episode``) with which prompt, so a
+    PNG on its own says what it shows; and, for the image, text and combined figures, a prompt the
+    model saw truncated. Raises FlowlensError when the result lacks what ``kind`` needs.
     """
+    fig = _compose(kind, result, config)
+    lines = [fig.get_suptitle()] if fig.get_suptitle() else []
+    where = [f"episode {result.episode}"] if result.episode else []
+    if result.frame_index is not None:
+        where.append(f"frame {result.frame_index}")
+    if result.prompt:
+        where.append(f"prompt {short_text(result.prompt, 80)}")
+    if where:
+        lines.append(" · ".join(where))
+    note = truncation_note(result)
+    if note and kind in ("image", "text", "combined"):
+        lines.append(note)
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=10)
+    return fig
+
+
+def _compose(kind: str, result: FrameResult, config=None):
     import flowlens.figures as ff
 
     config = config or figure_config(result)
@@ -128,8 +192,9 @@ def make_figure(kind: str, result: FrameResult, config=None):
             layer_ids=ids,
             layers=result.figure_layers,
             query_label=result.spec.query_label,
-            step=result.steps[0],
+            step=result.step_label,
             config=config,
+            cameras=[c.name for c in result.layout.cameras if c.valid] or None,
         )
     if kind == "actions":
         if result.action_attention is None:
@@ -139,7 +204,7 @@ def make_figure(kind: str, result: FrameResult, config=None):
             layout,
             layer_ids=ids,
             layers=result.figure_layers,
-            step=result.steps[0],
+            step=result.step_label,
             heads_label=result.spec.heads_label,
         )
     raise unknown_name_error("viz-type", kind, VIZ_TYPES)
@@ -152,8 +217,14 @@ def render_figures(
     *,
     dpi: int = 110,
     paths: dict[str, Path] | None = None,
+    figure_options: Mapping[str, object] | None = None,
+    episode: str | None = None,
 ) -> dict[str, Path]:
     """Draw and atomically write each figure of ``kinds``; returns {kind: path}.
+
+    ``figure_options``: FigureConfig fields the user chose (``smooth``, ``camera_scale``). Unlike
+    the library's FigureConfig, heatmaps here default to the patch grid as the model saw it (one
+    flat block per patch, ``smooth=False``), as the HTML report shows it.
 
     A figure that fails leaves no file behind (and nothing half-written), and the error propagates.
     """
@@ -167,7 +238,9 @@ def render_figures(
     paths = paths or output_paths(output, kinds)
     for p in {p.parent for p in paths.values()}:
         p.mkdir(parents=True, exist_ok=True)
-    config = figure_config(result, dpi=dpi)
+    if episode:
+        result = dataclasses.replace(result, episode=episode)
+    config = figure_config(result, **{"smooth": False, **(figure_options or {}), "dpi": dpi})
     written = {}
     for kind in kinds:
         fig = make_figure(kind, result, config)

@@ -94,7 +94,8 @@ def display_tokens(layout: TokenLayout) -> dict:
     """What the report draws of a layout and where it sits in the compact value vector.
 
     Returns:
-      {"cameras": [{name, grid, patch, model, frame, rotate180, box, offset}], "words": [...],
+      {"cameras": [{name, grid, patch, model, frame, rotate180, box, offset}], "absent_cameras":
+       [names of masked cameras: no image, not drawn], "words": [...],
        "sinks": [...], "word_offset", "sink_offset", "K"} plus private index arrays.
     """
     cams, offset = [], 0
@@ -127,6 +128,7 @@ def display_tokens(layout: TokenLayout) -> dict:
     sink_offset = offset + len(words)
     return {
         "cameras": cams,
+        "absent_cameras": [c.name for c in layout.cameras if not c.valid],
         "words": words,
         "sinks": sinks,
         "word_offset": word_offset,

@@ -129,6 +129,7 @@ def report_payload(
             "word_offset": shown["word_offset"],
             "sink_offset": shown["sink_offset"],
             "K": shown["K"],
+            "absent_cameras": shown["absent_cameras"],
             "cameras": [],
             "data": {},
         }

@@ -3,6 +3,8 @@ synthetic)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from flowlens.pipeline.backends import builtin_available
@@ -23,6 +25,9 @@ def test_demo_writes_every_figure_type(tmp_path, cli, png_ok, leftovers):
     assert (out / "report.html").stat().st_size > 10_000
     assert "wrote" in stdout and str(out / "report.html") in stdout
     assert "SYNTHETIC attention" in stdout  # says clearly that no model was used
+    starts = re.findall(r"^  at +(\d+\.\d) s · \[(\d)/4\]", stdout, flags=re.M)  # start times, said as such
+    assert [s for _, s in starts] == ["1", "2", "3", "4"]
+    assert [float(t) for t, _ in starts] == sorted(float(t) for t, _ in starts)
     assert not leftovers(out)
 
 

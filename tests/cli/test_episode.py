@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,31 @@ def test_store_resume_gives_what_an_uninterrupted_run_gives(libero_tree, cli):
         np.load(frame / "scores.npz") as b,
     ):
         assert a["scores"].tobytes() == b["scores"].tobytes()
+
+
+def test_a_rerun_leaves_exactly_what_its_manifest_lists(libero_tree, cli):
+    base = (
+        "episode --video data/libero/90/videos/rollout_task0_ep0.mp4 --checkpoint synthetic --layers 17 "
+        "--output-dir ep --no-progress"
+    )
+    code, _, err = cli(*shlex.split(base + " --frames 0 5 9 --viz-type all"))
+    assert code == 0, err
+    root = libero_tree / "ep" / "90_rollout_task0_ep0"
+    mine = root / "frame_0005" / "notes.txt"  # a file that is not flowlens's: never touched
+    mine.write_text("keep me")
+    code, out, err = cli(*shlex.split(base + " --frames 0 5 --viz-type image --method raw --no-video"))
+    assert code == 0, err
+    summary = json.loads((root / "episode.json").read_text())
+    listed = {p for per in summary["frame_files"].values() for p in per.values()}
+    listed |= set(summary["episode_files"].values())
+    listed = {Path(p).resolve() for p in listed}
+    listed |= {(root / f"frame_{i:04d}" / "scores.npz").resolve() for i in summary["frames"]}
+    on_disk = {p.resolve() for p in root.rglob("*") if p.is_file() and p.name not in ("episode.json", "notes.txt")}
+    assert on_disk == listed
+    assert sorted(p.name for p in (root / "frame_0000").iterdir()) == ["attention_image.png", "scores.npz"]
+    assert not (root / "frame_0009").exists() and not (root / "attention_over_time.mp4").exists()
+    assert mine.read_text() == "keep me"
+    assert "stale files" in out
+    code, out, err = cli(*shlex.split(base + " --frames 0 5 --viz-type image --method raw --no-video"))
+    assert code == 0, err
+    assert "0 frames × 1 figures written (2 kept from the earlier run)" in out

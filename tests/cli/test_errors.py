@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 VIDEO = "data/libero/90/videos/rollout_task0_ep0.mp4"
@@ -73,6 +75,7 @@ def test_checkpoint_that_is_a_file_or_unreadable(libero_tree, cli):
     bad = libero_tree / "checkpoints" / "broken"
     (bad / "params").mkdir(parents=True)
     (bad / "params" / "garbage.bin").write_bytes(b"\x01\x02")
+    (bad / "params" / "_METADATA").write_bytes(b"\x01\x02")  # looks like orbax; only reading it fails
     code, _, err = cli(*_single(), "--checkpoint", str(bad), "--tokenizer", "nope.model")
     assert code == 2  # the tokenizer is checked before the (slow) checkpoint load
     line = _one_clean_line(err)
@@ -116,3 +119,57 @@ def test_argparse_usage_errors_exit_2(libero_tree, cli):
     assert code == 2
     code, out, _ = cli("--help")
     assert code == 0 and "single" in out and "episode" in out and "demo" in out
+
+
+def test_empty_prompt_and_compare_name_only_real_flags(bare_video, cli, tmp_path):
+    code, _, err = cli("single", "--video", str(bare_video), "--checkpoint", "synthetic", "--prompt", "")
+    assert code == 2 and "--prompt is empty" in _one_clean_line(err)
+    code, _, err = cli(
+        "compare", "--success", bare_video, "--failure", bare_video, "--checkpoint", "synthetic",
+        "--output", tmp_path / "c.png",
+    )
+    line = _one_clean_line(err)
+    assert code == 2 and "--prompt" in line and "--success-prompt" not in line and "--failure-prompt" not in line
+
+
+@pytest.mark.parametrize("command", ["single", "episode", "compare", "report"])
+def test_unwritable_output_is_found_before_the_model_runs(libero_tree, cli, monkeypatch, command):
+    import flowlens.pipeline.backends as backends
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output folder was checked")
+
+    monkeypatch.setattr(backends, "load_backend", no_model)
+    (libero_tree / "blocker").write_text("a file where a folder is needed")
+    video = "data/libero/90/videos/rollout_task0_ep0.mp4"
+    common = ["--checkpoint", "synthetic"]
+    argv = {
+        "single": ["--video", video, "--output", "blocker/sub/a.png"],
+        "episode": ["--video", video, "--output-dir", "blocker/sub", "--frames", "0"],
+        "compare": ["--success", video, "--failure", video, "--output", "blocker/sub/c.png"],
+        "report": ["--video", video, "--output", "blocker/sub/r.html"],
+    }[command]
+    code, _, err = cli(command, *argv, *common)
+    line = _one_clean_line(err)
+    assert code == 2 and "blocker/sub" in line and "is a file, not a folder" in line, line
+    assert ".tmp" not in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder_is_named(libero_tree, cli):
+    ro = libero_tree / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    video = "data/libero/90/videos/rollout_task0_ep0.mp4"
+    code, _, err = cli("single", "--video", video, "--checkpoint", "synthetic", "--output", "ro/a.png")
+    assert code == 2 and "'ro'" in err and "not writable" in err
+
+
+def test_a_folder_without_params_is_named_before_the_tokenizer(libero_tree, cli):
+    bad = libero_tree / "checkpoints" / "junk"
+    (bad / "params").mkdir(parents=True)
+    (bad / "params" / "garbage.bin").write_bytes(b"\x01\x02")
+    code, _, err = cli(*_single(), "--checkpoint", str(bad))  # and no tokenizer anywhere
+    line = _one_clean_line(err)
+    assert code == 2 and "could not read checkpoint" in line and "is not an orbax checkpoint" in line
+    assert "tokenizer" not in line

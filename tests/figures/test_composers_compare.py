@@ -48,7 +48,7 @@ def test_image_figure_both_views_and_single_head(data):
 
 def test_text_figure(data):
     fig = attention_text_figure(data.raw, data.layout, config=CFG, step=0)
-    bars, heat = fig.axes[0], fig.axes[2]
+    bars, heat = fig.axes[0], fig.axes[1]  # one y axis for words and sinks (no twin in between)
     assert bars.get_title() == "layer 17: mass per word (sinks apart)"
     assert [t.get_text() for t in heat.get_yticklabels()] == ["0", "9", "17"]
     assert "text attention" in fig._suptitle.get_text()
@@ -139,3 +139,67 @@ def test_image_figure_with_all_18_layers_wraps_into_blocks(data):
     assert [ax.get_title() for ax in maps[:9]] == [f"layer {i}" for i in range(9)]
     assert maps[0].get_ylabel() == "base" and maps[18].get_ylabel() == "left wrist"
     assert len({ax.images[-1].get_clim() for ax in maps}) == 1
+
+
+def test_compare_sinks_share_the_words_axis_and_the_difference_has_a_frame(data):
+    from flowlens.figures.text import word_table
+
+    frame = data.images["base_0_rgb"]
+    fig = compare_outcomes(data.rollout[-1], data.rollout[5], data.layout, images=(frame, frame), frame_index=4)
+    s, f, d, words = (ax for ax in fig.axes if ax.get_label() != "<colorbar>")
+    assert len(d.images) == 2  # the frame under the difference map, then the map
+    bar_axes = [ax for ax in fig.axes if ax.patches]
+    assert bar_axes == [words]  # one y axis: no twin for the sinks
+    _, vals, sinks, sink_vals = word_table(data.rollout[-1], data.layout)
+    assert sinks == ["<bos>", "\\n"]
+    hatched = [p for p in words.patches if p.get_hatch() == "//"]
+    assert [p.get_height() for p in hatched[: len(sinks)]] == pytest.approx(list(sink_vals))
+    top = max(np.nanmax(vals), np.nanmax(sink_vals))
+    assert words.get_ylim()[1] >= top
+    assert [t.get_text() for t in words.texts if t.get_text().startswith("0.")][0] == f"{sink_vals[0]:.3f}"
+
+
+def test_image_figure_per_camera_scale_is_stated_in_each_colorbar(data):
+    from flowlens.projection import patch_grid
+
+    cfg = FigureConfig(layers=(0, 17), camera_scale="camera", value_label="attention mass")
+    fig = attention_image_figure(data.raw, data.layout, data.images, config=cfg, step=0)
+    maps = [ax for ax in fig.axes if ax.images]
+    vals = data.raw.mean(axis=1)[[0, 17]]  # mean over heads, the two layers drawn
+    for cam, axes in (("base_0_rgb", maps[0::2]), ("left_wrist_0_rgb", maps[1::2])):
+        top = np.nanmax(patch_grid(vals, data.layout, cam))
+        assert [ax.images[-1].get_clim() for ax in axes] == [(0.0, pytest.approx(top))] * 2
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert [b.get_ylabel() for b in bars] == [
+        "attention mass · base on its own scale",
+        "attention mass · left wrist on its own scale",
+    ]
+    shared = attention_image_figure(data.raw, data.layout, data.images, config=CFG, step=0)
+    assert [ax.get_ylabel() for ax in shared.axes if ax.get_label() == "<colorbar>"] == [
+        "attention mass · one scale, all cameras"
+    ]
+    with pytest.raises(FlowlensError, match="camera_scale"):
+        FigureConfig(camera_scale="per-camera")
+
+
+def test_text_figure_words_share_the_heatmaps_colormap_and_a_side_colorbar(data):
+    fig = attention_text_figure(data.raw, data.layout, config=CFG, step=0)
+    heat = fig.axes[1]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    chips_bar = bars[-1]  # the highlighted prompt's colorbar, drawn last
+    assert heat.images[0].get_cmap().name == "inferno"
+    cb = chips_bar._colorbar
+    assert cb.cmap.name == "inferno" and cb.orientation == "vertical"
+
+
+def test_combined_table_keeps_long_top_words_inside_their_cell():
+    from flowlens.core.openpi_layout import pi0_layout
+    from flowlens.figures.composers import summary_table
+
+    layout = pi0_layout("put the extraordinarily enormous refrigerator beside microwaveovens")
+    scores = np.zeros(layout.n)
+    text = layout.text
+    scores[text.start : text.stop] = np.linspace(0.1, 1.0, text.size)
+    (value,) = [v for k, v in summary_table(scores, layout) if k == "top words"]
+    assert all(len(part.split(" (")[0]) <= 10 for part in value.split(", "))
+    assert len(value) <= 3 * (10 + 9) + 4

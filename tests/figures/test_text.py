@@ -3,6 +3,7 @@ import pytest
 
 from flowlens.errors import FlowlensError
 from flowlens.figures import highlighted_text, word_bars, word_layer_heatmap
+from flowlens.figures.text import word_table
 
 WORDS = ["pick", "up", "the", "black", "bowl", "and", "place", "it", "on", "the", "plate"]
 
@@ -13,7 +14,7 @@ def labels(ax):
 
 def test_word_bars_words_then_sinks_on_their_own_axis(data):
     scores = data.raw[-1].mean(axis=0)
-    ax = word_bars(scores, data.layout, title="layer 17")
+    ax = word_bars(scores, data.layout, title="layer 17", sink_axis="twin")
     assert labels(ax) == WORDS + ["<bos>", "\\n"]
     assert len(ax.patches) == len(WORDS)
     sink_ax = ax.flowlens_sink_axes
@@ -25,6 +26,24 @@ def test_word_bars_words_then_sinks_on_their_own_axis(data):
     # the words keep a readable scale even though the sinks are ~100x larger
     assert ax.get_ylim()[1] < bos / 10
     assert {t.get_text() for t in sink_ax.texts} == {f"{bos:.3g}", f"{scores[text.start + 12]:.3g}"}
+
+
+def test_word_bars_default_one_axis_sinks_true_height_or_clipped_and_labelled(data):
+    text = data.layout.text
+    scores = data.raw[-1].mean(axis=0)
+    ax = word_bars(scores, data.layout)
+    assert ax.flowlens_sink_axes is None and len(ax.figure.axes) == 1  # one y axis
+    _, words, _, _ = word_table(scores, data.layout)
+    top = ax.get_ylim()[1]
+    assert top == pytest.approx(3.0 * np.nanmax(words) * 1.12)  # sinks ~100x: clipped at 3x the largest word
+    bos = scores[text.start]
+    assert ax.patches[len(WORDS)].get_height() == pytest.approx(top) and ax.patches[len(WORDS)].get_hatch() == "//"
+    assert f"▲ {bos:.3g} (clipped)" in {t.get_text() for t in ax.texts}
+    small = np.array(scores)
+    small[[text.start, text.start + 12]] = 0.5 * np.nanmax(words)  # sinks below the words: true heights
+    ax = word_bars(small, data.layout)
+    assert ax.patches[len(WORDS)].get_height() == pytest.approx(small[text.start])
+    assert ax.get_ylim()[1] == pytest.approx(np.nanmax(words) * 1.12)
 
 
 def test_word_bars_merges_pieces():

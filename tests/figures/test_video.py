@@ -78,3 +78,28 @@ def test_attention_video(tmp_path, data):
     assert path.exists()
     with pytest.raises(FlowlensError, match="one row per frame"):
         attention_video(imgs[:2], scores, data.layout, tmp_path / "x.gif")
+
+
+def test_attention_video_has_a_fixed_colour_scale_under_every_frame(tmp_path, data):
+    import matplotlib
+    from PIL import Image
+
+    scores = np.stack([data.rollout[-1], data.rollout[5]])
+    imgs = [data.images["base_0_rgb"]] * 2
+    h, w = imgs[0].shape[:2]
+    path = attention_video(imgs, scores, data.layout, tmp_path / "ep.gif", fps=2, value_label="relevance")
+    with Image.open(path) as im:
+        frames = []
+        for k in range(im.n_frames):
+            im.seek(k)
+            frames.append(np.asarray(im.convert("RGB")))
+    strip = frames[0][h:]
+    assert frames[0].shape[0] > h and frames[0].shape[1] == w  # the scale sits under the frame
+    # one scale for the whole video (up to each GIF frame's own palette)
+    assert np.median(np.abs(frames[0][h:].astype(float) - frames[1][h:])) == 0
+    ramp = matplotlib.colormaps["inferno"]([0.0, 1.0])[:, :3] * 255
+    row = strip[2 + max(8, w // 40) // 2].astype(float)
+    assert np.abs(row[1] - ramp[0]).max() < 40 and np.abs(row[-2] - ramp[1]).max() < 40  # GIF palette
+    no_bar = attention_video(imgs, scores, data.layout, tmp_path / "plain.gif", value_label=None)
+    with Image.open(no_bar) as im:
+        assert im.size == (w, h)

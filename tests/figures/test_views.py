@@ -69,3 +69,75 @@ def test_outcome_figure_uses_each_episode_frame_of_the_first_valid_camera(data):
         title="success vs failure",
     )
     assert fig._suptitle.get_text() == "success vs failure"
+
+
+def _steps_maps(fig):
+    return [ax for ax in fig.axes if ax.images and ax.get_title().startswith("step")]
+
+
+def test_steps_figure_shows_step_0_then_differences_on_a_diverging_scale(data):
+    from flowlens.projection import patch_grid
+
+    scores = data.raw_steps[:, 17].mean(axis=1)  # [step, token], 3 steps
+    fig = steps_figure(scores, data.layout, data.images, layer=17, times=(1.0, 0.9, 0.8))
+    maps = _steps_maps(fig)
+    assert [ax.get_title() for ax in maps] == [
+        "step 0 (t=1.00)",
+        "step 1 (t=0.90) − step 0",
+        "step 2 (t=0.80) − step 0",
+    ]
+    assert maps[0].images[-1].get_cmap().name == "inferno"
+    grids = patch_grid(scores, data.layout, "base_0_rgb")
+    change = np.nanmax(np.abs(grids - grids[:1]))
+    for ax in maps[1:]:
+        heat = ax.images[-1]
+        assert heat.get_cmap().name == "RdBu_r"
+        assert heat.get_clim() == pytest.approx((-change, change))
+    said = " ".join(t.get_text() for sub in fig.subfigs for t in sub.texts)
+    assert f"largest change from step 0 {change:.2g}" in said and "it changes across steps" in said
+
+
+def test_steps_figure_says_when_the_maps_are_constant(data):
+    scores = np.repeat(data.raw_steps[:1, 17].mean(axis=1), 3, axis=0)
+    scores[1:, : data.layout.prefix_len] *= 1 + 1e-4  # a 0.01 % change: what rollout at layer 17 shows
+    fig = steps_figure(scores, data.layout, data.images, layer=17)
+    said = " ".join(t.get_text() for sub in fig.subfigs for t in sub.texts)
+    assert "constant across steps" in said and "0.0 %" in said
+
+
+def test_heads_figure_per_head_scale_and_both_cameras(data):
+    from flowlens.projection import patch_grid
+
+    cfg = FigureConfig(head_scale="head")
+    cams = ["base_0_rgb", "left_wrist_0_rgb"]
+    fig = heads_figure(
+        data.raw, data.layout, data.images, layer_ids=range(18), layers=[0, 17], query_label="a0", step=0,
+        config=cfg, cameras=cams,
+    )
+    maps = [ax for ax in fig.axes if ax.images]
+    assert len(maps) == 2 * 2 * 2  # cameras × layers × heads
+    assert [sub.get_suptitle() for sub in fig.subfigs] == [f"camera: {c}" for c in cams]
+    for k, ax in enumerate(maps):
+        cam, layer, head = cams[k // 4], (0, 17)[(k // 2) % 2], k % 2
+        top = np.nanmax(patch_grid(data.raw[layer, head], data.layout, cam))
+        assert ax.images[-1].get_clim() == pytest.approx((0.0, top))
+        assert ax.get_xlabel() == f"max {top:.2g}"
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2 and all("each panel's own max" in b.get_ylabel() for b in bars)
+    assert "each panel on its own scale" in fig.get_suptitle()
+    with pytest.raises(FlowlensError, match="head_scale"):
+        FigureConfig(head_scale="panel")
+
+
+def test_actions_figure_says_the_share_going_to_the_prefix(data):
+    act, p = data.layout.actions, data.layout.prefix_len
+    rows = np.zeros((18, act.size, data.layout.n))
+    rows[:, :, act.start : act.stop] = 0.25 / act.size
+    rows[:, :, :p] = 0.75 / p  # three quarters of every action's mass on images and words
+    rows[17, :, :p] = 0.0
+    rows[17, :, act.start : act.stop] = 1.0 / act.size
+    fig = actions_figure(rows, data.layout, layer_ids=range(18), layers=[0, 17], step=1, heads_label="heads: mean")
+    labels = [ax.get_xlabel() for ax in fig.axes if ax.images]
+    assert labels == ["key action\n75 % to the prefix", "key action\n0 % to the prefix"]
+    assert "share of the action tokens' attention that goes to the prefix" in fig.get_suptitle()
+    assert min(t.get_fontsize() for t in fig.axes[0].get_xticklabels()) >= 9

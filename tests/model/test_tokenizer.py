@@ -124,6 +124,21 @@ def test_words_merge_pieces(tok, prompt):
         assert "".join(pieces).replace("▁", "") == word
 
 
+@pytest.mark.parametrize("state", [None, np.linspace(-1, 1, 8)])
+def test_words_are_the_prompts_own_even_where_the_vocabulary_has_no_piece(tok, sp, state):
+    """Characters the vocabulary lacks are <unk> pieces; the words still read as the user wrote them."""
+    prompt = "Zip the Quartz jewel box"  # Z, Q, j, x, z: not in the tiny vocabulary
+    out = tok.tokenize(prompt, state, max_len=96)
+    assert sp.unk_id() in out.ids.tolist() and "<unk>" in out.text.pieces  # pieces stay the vocabulary's
+    words = list(out.text.words)
+    if state is None:
+        assert words == prompt.split()
+    else:
+        assert words[:6] == ["Task:", "Zip", "the", "Quartz", "jewel", "box,"]
+    assert not any("<unk>" in w for w in words)
+    assert out.ids.tolist()[: out.num_tokens] == tok.format_ids(prompt, state)
+
+
 def test_tiny_model_really_splits_words(tok):
     """The merging tests are only meaningful if words span several pieces and lone "▁" marks occur."""
     seg = tok.tokenize(PROMPTS[0]).text

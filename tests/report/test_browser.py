@@ -150,3 +150,64 @@ def test_screenshot_shows_the_report(browser, tmp_path):
     keep = os.environ.get("FLOWLENS_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_hover_value_follows_a_method_switch_and_a_slider(browser, tmp_path):
+    frames = make_frames()
+    path = write_report(tmp_path / "report.html", frames)
+    from flowlens.report.data import compact, display_tokens
+
+    layout = frames[0].layout
+    tokens = display_tokens(layout)
+
+    def shown(scores):
+        return compact(scores, layout, tokens).astype("<f2")
+
+    raw = shown(frames[0].scores["raw"][0, 2, 0])
+    roll = shown(frames[0].scores["rollout"][0, 2, 0])
+    assert not np.isclose(float(raw[3 * 16 + 4]), float(roll[3 * 16 + 4]), rtol=1e-2)
+    base = path.resolve().as_uri() + "#method=rollout&layer=2&view=model"
+    dom = run_browser(browser, tmp_path, base + "&drive=hover:base_0_rgb:3:4,method:raw", "--dump-dom")
+    info = re.search(r'<div id="info">(.*?)</div>', dom).group(1)
+    assert '"method":"raw"' in body_attrs(dom)["data-state"]
+    assert info.startswith("base_0_rgb patch (row 3, col 4): ")
+    assert float(info.rsplit(" ", 1)[1]) == pytest.approx(float(raw[3 * 16 + 4]), rel=5e-3)
+    # a word hovered, then the layer slider moved: the word's value at the new layer
+    dom = run_browser(browser, tmp_path, base + "&drive=hoverword:4,method:raw,layer:3", "--dump-dom")
+    info = re.search(r'<div id="info">(.*?)</div>', dom).group(1)
+    word = tokens["word_offset"] + 4
+    assert info.startswith("word \u201cbowl\u201d: ")
+    expected = shown(frames[0].scores["raw"][0, 3, 0])[word]
+    assert float(info.rsplit(" ", 1)[1]) == pytest.approx(float(expected), rel=5e-3)
+
+
+def test_absent_cameras_and_the_word_scale_are_on_the_page(browser, tmp_path):
+    from flowlens.report.data import compact, display_tokens
+
+    frames = make_frames(count=1)
+    layout = frames[0].layout
+    absent = [c.name for c in layout.cameras if not c.valid]
+    assert absent == ["right_wrist_0_rgb"]
+    path = write_report(tmp_path / "report.html", frames)
+    dom = run_browser(browser, tmp_path, path.resolve().as_uri() + "#method=raw&layer=2", "--dump-dom")
+    note = re.search(r'<div class="absent">(.*?)</div>', dom).group(1)
+    assert note.startswith("absent: right_wrist_0_rgb")
+    tokens = display_tokens(layout)
+    vals = compact(frames[0].scores["raw"][0, 2, 0], layout, tokens).astype("<f2").astype(float)
+    words = vals[tokens["word_offset"] : tokens["sink_offset"]]
+    shown = re.search(r'<span class="word-scale-max">(.*?)</span>', dom).group(1)
+    assert float(shown) == pytest.approx(words.max(), rel=5e-3)
+
+
+def test_a_flat_flow_map_says_why(browser, tmp_path):
+    frames = make_frames(count=1)
+    flow = frames[0].scores["flow"]
+    flat = np.where(np.isnan(flow), np.nan, 0.01)
+    flat[..., frames[0].layout.cameras[0].indices[0]] = 0.0105  # within 10 % of the largest
+    frames[0].scores["flow"] = flat.astype(flow.dtype)
+    path = write_report(tmp_path / "report.html", frames)
+    dom = run_browser(browser, tmp_path, path.resolve().as_uri() + "#method=flow", "--dump-dom")
+    note = re.search(r'<div id="flat"[^>]*>(.*?)</div>', dom).group(1)
+    assert note.startswith("This map is nearly flat") and "bottleneck" in note
+    dom = run_browser(browser, tmp_path, path.resolve().as_uri() + "#method=raw&layer=2", "--dump-dom")
+    assert re.search(r'<div id="flat"[^>]*>(.*?)</div>', dom).group(1) == ""

@@ -173,11 +173,31 @@
       }
       var pr = Math.floor(my / p), pc = Math.floor(mx / p);
       if (pr < 0 || pc < 0 || pr >= rows || pc >= cols) return;
-      $("info").textContent = cam.name + " patch (row " + pr + ", col " + pc + "): " + fmt(vals[cam.offset + pr * cols + pc]);
+      hovered = { kind: "patch", camera: cam.name, row: pr, col: pc };
+      showHover(D.frames[S.frame], vals);
     });
     cap.textContent = cam.name + (model ? " · model input" : " · original frame") + (frame || !cam.image ? "" : " (loading)");
     fig.appendChild(cv); fig.appendChild(cap);
     return fig;
+  }
+
+  // the last thing hovered (a patch, a word or a sink); its value is re-read after every render, so
+  // switching method, step, layer or head never leaves a stale number under the new heading
+  var hovered = null;
+  function showHover(f, vals) {
+    if (!hovered) return;
+    var text = null;
+    if (hovered.kind === "patch") {
+      var cam = f.cameras.filter(function (c) { return c.name === hovered.camera; })[0];
+      if (cam && hovered.row < cam.grid[0] && hovered.col < cam.grid[1])
+        text = cam.name + " patch (row " + hovered.row + ", col " + hovered.col + "): " +
+               fmt(vals[cam.offset + hovered.row * cam.grid[1] + hovered.col]);
+    } else if (hovered.kind === "word" && hovered.index < f.words.length) {
+      text = "word \u201c" + f.words[hovered.index] + "\u201d: " + fmt(vals[f.word_offset + hovered.index]);
+    } else if (hovered.kind === "sink" && hovered.index < f.sinks.length) {
+      text = "sink " + f.sinks[hovered.index] + ": " + fmt(vals[f.sink_offset + hovered.index]);
+    }
+    $("info").textContent = text === null ? "hover over a patch or a word to read its value" : text;
   }
 
   function render() {
@@ -211,6 +231,10 @@
     var camDiv = $("cameras");
     while (camDiv.firstChild) camDiv.removeChild(camDiv.firstChild);
     f.cameras.forEach(function (cam) { camDiv.appendChild(drawCamera(cam, vals, lo, hi)); });
+    if ((f.absent_cameras || []).length) {  // say which cameras the model did not get (e.g. a one-camera MP4)
+      camDiv.appendChild(el("div", "absent", "absent: " + f.absent_cameras.join(", ") +
+        " \u2014 no image (masked); the model saw only the cameras shown, and shares are of those"));
+    }
     // colorbar
     var cb = $("colorbar"), cctx = cb.getContext("2d");
     for (var x = 0; x < 256; x++) { cctx.fillStyle = css(rgb(D.cmap, x / 255)); cctx.fillRect(x, 0, 1, 12); }
@@ -225,15 +249,30 @@
       var lum = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
       span.style.background = css(c); span.style.color = lum > 140 ? "#111" : "#fff";
       span.setAttribute("data-value", String(v));
-      span.addEventListener("mouseenter", function () { $("info").textContent = "word \u201c" + w + "\u201d: " + fmt(v); });
+      span.addEventListener("mouseenter", function () { hovered = { kind: "word", index: j }; showHover(f, vals); });
       wDiv.appendChild(span);
     });
+    // the words' own colour scale, with numbers: 0 … the largest word of this map
+    var ws = el("span", "word-scale"), wcv = document.createElement("canvas"), wctx = wcv.getContext("2d");
+    wcv.width = 120; wcv.height = 10;
+    for (var wx = 0; wx < 120; wx++) { wctx.fillStyle = css(rgb(D.word_cmap, wx / 119)); wctx.fillRect(wx, 0, 1, 10); }
+    ws.appendChild(el("span", null, "0")); ws.appendChild(wcv); ws.appendChild(el("span", "word-scale-max", fmt(whi)));
+    wDiv.appendChild(ws);
     f.sinks.forEach(function (s, j) {
       var v = vals[f.sink_offset + j], span = el("span", "sink", s + "  " + fmt(v));
       span.setAttribute("data-value", String(v));
-      span.addEventListener("mouseenter", function () { $("info").textContent = "sink " + s + ": " + fmt(v); });
+      span.addEventListener("mouseenter", function () { hovered = { kind: "sink", index: j }; showHover(f, vals); });
       sDiv.appendChild(span);
     });
+    showHover(f, vals);  // what is hovered keeps its place; its value follows method, step, layer, head
+    var pmin = Infinity;  // a nearly flat map is said, with why, so it is not read as "nothing found"
+    for (var q = 0; q < f.word_offset; q++) if (isFinite(vals[q]) && vals[q] < pmin) pmin = vals[q];
+    var flat = f.word_offset > 0 && hi > 0 && (hi - pmin) <= 0.1 * hi;
+    $("flat").textContent = !flat ? "" :
+      "This map is nearly flat: every patch is within 10 % of the largest (" + fmt(pmin) + " \u2026 " + fmt(hi) +
+      "). " + (S.method === "flow" ? "Attention flow is a max-flow: each patch's flow is capped by the narrowest " +
+      "layer on its way to the query, so many patches carry the same bottleneck value. " : "") +
+      "Compare raw attention or rollout, or another layer.";
     $("notes").textContent = "Scores stored as float16 (3 significant digits). Sliders marked 'constant' do not " +
       "apply to this method (e.g. attention flow computed only after the last layer).";
     // test hooks: state and a checksum of the displayed values
@@ -260,6 +299,11 @@
         var x = r.left + (parseInt(kv[3], 10) + 0.5) * p / cam.model[1] * r.width;
         var y = r.top + (parseInt(kv[2], 10) + 0.5) * p / cam.model[0] * r.height;
         cv.dispatchEvent(new MouseEvent("mousemove", { clientX: x, clientY: y, bubbles: true }));
+        return;
+      }
+      if (kv[0] === "method") {  // method:<key> — click that method's radio button
+        var radio = document.querySelector('#methods input[value="' + kv[1] + '"]');
+        if (radio) { radio.checked = true; radio.dispatchEvent(new Event("change", { bubbles: true })); }
         return;
       }
       if (kv[0] === "hoverword") {  // hoverword:<index>
