@@ -90,14 +90,22 @@ def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 
     rows = np.asarray(query, dtype=np.int64)
     if row_sums is None:
         row_sums = attention.sum(axis=-1, dtype=np.float64)
+    if n < SKINNY_LIMIT_MIN_NODES:  # small: build every transition at once, then only products
+        full_t = _transitions(attention, row_sums, residual, np.float64)
+        t = full_t if dt is np.float64 else full_t.astype(dt)
+        step = lambda v, layer: v @ t[layer]  # noqa: E731
+    else:  # large: no n×n temporaries, the normalisation folded into the row vectors
+        full_t = None
+        step = lambda v, layer: _apply(v, attention[layer].astype(dt, copy=False),  # noqa: E731
+                                       _normalisers(row_sums[layer], residual, dt), residual)
     if all_layers and q * (num_layers + 1) / 2 > n:  # full products are cheaper
         j = None
         out = np.empty((num_layers, q, n))
         for layer in range(num_layers):
-            d = _normalisers(row_sums[layer], residual, np.float64)
-            t = (1.0 - residual) * attention[layer].astype(np.float64) / d[:, None]
-            t[np.arange(n), np.arange(n)] += residual / d
-            j = t if j is None else t @ j
+            tl = full_t[layer] if full_t is not None else _transitions(attention[layer:layer + 1],
+                                                                        row_sums[layer:layer + 1], residual,
+                                                                        np.float64)[0]
+            j = tl if j is None else tl @ j
             out[layer] = j[rows]
         return out
     with _one_blas_thread(n):
@@ -106,17 +114,23 @@ def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 
         if not all_layers:
             v = start
             for layer in reversed(range(num_layers)):
-                v = _apply(v, attention[layer].astype(dt, copy=False), _normalisers(row_sums[layer], residual, dt),
-                           residual)
+                v = step(v, layer)
             return v[None].astype(np.float64)
         # Top-down multi-chain: chains[k] holds e_q T_k ... T_layer for every started chain k >= layer.
         chains = np.empty((0, q, n), dtype=dt)
         for layer in reversed(range(num_layers)):
             chains = np.concatenate([start[None], chains], axis=0)
-            d = _normalisers(row_sums[layer], residual, dt)
-            a = attention[layer].astype(dt, copy=False)
-            chains = _apply(chains.reshape(-1, n), a, d, residual).reshape(chains.shape)
+            chains = step(chains.reshape(-1, n), layer).reshape(chains.shape)
         return chains.astype(np.float64)
+
+
+def _transitions(attention: np.ndarray, row_sums: np.ndarray, r: float, dtype) -> np.ndarray:
+    """``dtype`` [layer, n, n]: rownorm((1 - r)·A + r·I) of every layer, from A's float64 row sums."""
+    d = _normalisers(row_sums, r, np.float64)[..., None]
+    t = ((1.0 - r) / d * attention).astype(dtype)
+    n = attention.shape[-1]
+    t[:, np.arange(n), np.arange(n)] += (r / d[..., 0]).astype(dtype)
+    return t
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -1,6 +1,6 @@
 """Numba kernel of :mod:`flowlens.core.onepass`: row sums, range count and head mean in one read.
 
-Imported only when an array is large enough to pay for it (``import flowlens`` stays numpy-only).
+Imported on first use (``import flowlens`` stays numpy-only).
 Nothing here validates input.
 """
 

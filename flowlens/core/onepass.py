@@ -7,8 +7,9 @@ or float64 array, a numba kernel reads each row once and computes its float64 su
 outside [0, 1] and accumulates the fused row (bit-identical to ``fuse_heads``). Row sums give the
 finiteness check for free: a NaN or inf makes its row's sum non-finite. The checks, errors and
 warnings are those of ``check_probabilities``; on a failed check it is called on the whole array
-to name the first bad entry and the value range exactly. Small arrays (where numba's call costs
-more than it saves) and the other fusions take the two-step numpy route.
+to name the first bad entry and the value range exactly. The kernel also serves small arrays
+(n = 54: 0.3 ms against 1.2 ms for the numpy checks, whose float64 row sums dominate); the other
+fusions and dtypes take the two-step numpy route. numba is imported on the first call.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import numpy as np
 
 from flowlens.core.capture import ROW_SUM_TOLERANCE, check_probabilities, check_row_sums
 from flowlens.core.graph import fuse_heads
-
-KERNEL_MIN_BYTES = 1 << 22  # below this the numpy route is as fast (and needs no numba import)
 
 
 def checked_fuse(probs: np.ndarray, name: str, *, heads: str | int | Sequence[int] = "mean",
@@ -46,13 +45,13 @@ def checked_fuse(probs: np.ndarray, name: str, *, heads: str | int | Sequence[in
     >>> checked_fuse(p, "attention")
     (array([[[0.5, 0.5]]], dtype=float32), array([[1.]]))
     """
-    use_kernel = (isinstance(heads, str) and heads == "mean" and probs.nbytes >= KERNEL_MIN_BYTES
+    use_kernel = (isinstance(heads, str) and heads == "mean" and probs.size > 0
                   and probs.dtype in (np.float32, np.float64) and np.dtype(dtype) in (np.float32, np.float64))
     if not use_kernel:
         check_probabilities(probs, name, valid_rows=valid_rows, tolerance=tolerance, stacklevel=stacklevel + 1)
         fused = fuse_heads(probs, heads, axis=1, dtype=dtype)
         return fused, fused.sum(axis=-1, dtype=np.float64)
-    from flowlens.core._onepass_kernel import sums_range_mean  # numba: loaded on first large array
+    from flowlens.core._onepass_kernel import sums_range_mean  # numba: loaded on first use
 
     num_layers, num_heads, num_rows, num_keys = probs.shape
     fused = np.empty((num_layers, num_rows, num_keys), dtype=dtype)
