@@ -8,9 +8,13 @@ flowlens computes only the rows asked for. The product is evaluated right-to-lef
 ``e_q T_l T_{l-1} ⋯ T_0``, with the renormalisation folded into the chain — with
 ``d = (1 - r)·rowsum(A) + r``, ``v·T = ((1 - r)·(v/d))·A + r·(v/d)`` — so each layer costs one
 skinny GEMM and no ``n × n`` temporaries (O(L·q·n²) instead of O(L·n³)). The products run in
-float32 by default with the row normalisers summed in float64 (``precision="float64"`` for
-all-double). For the rollout after *every* layer, the chains of all layers run together top-down
-(the chain of J_l starts at layer l), costing L(L+1)/2 skinny products; when that exceeds the
+float32 by default with the row normalisers summed in float64 (``precision="float64"``: float64
+throughout, from the head fusion on; a float32 input is widened, never narrowed first).
+``attention_rollout`` validates and fuses the raw attention in one read (``core.onepass``) and
+runs its skinny products under one BLAS thread (threads only add contention there); below 256
+nodes every layer's transition is built at once, so per-call overhead stays small. For the
+rollout after *every* layer, the chains of all layers run together top-down (the chain of J_l
+starts at layer l), costing L(L+1)/2 skinny products; when that exceeds the
 full products (q·(L+1)/2 > n) flowlens switches to the full forward recursion (float64).
 
     >>> import numpy as np
