@@ -8,9 +8,13 @@ flowlens computes only the rows asked for. The product is evaluated right-to-lef
 ``e_q T_l T_{l-1} ⋯ T_0``, with the renormalisation folded into the chain — with
 ``d = (1 - r)·rowsum(A) + r``, ``v·T = ((1 - r)·(v/d))·A + r·(v/d)`` — so each layer costs one
 skinny GEMM and no ``n × n`` temporaries (O(L·q·n²) instead of O(L·n³)). The products run in
-float32 by default with the row normalisers summed in float64 (``precision="float64"`` for
-all-double). For the rollout after *every* layer, the chains of all layers run together top-down
-(the chain of J_l starts at layer l), costing L(L+1)/2 skinny products; when that exceeds the
+float32 by default with the row normalisers summed in float64 (``precision="float64"``: float64
+throughout, from the head fusion on; a float32 input is widened, never narrowed first).
+``attention_rollout`` validates and fuses the raw attention in one read (``core.onepass``) and
+runs its skinny products under one BLAS thread (threads only add contention there); below 256
+nodes every layer's transition is built at once, so per-call overhead stays small. For the
+rollout after *every* layer, the chains of all layers run together top-down (the chain of J_l
+starts at layer l), costing L(L+1)/2 skinny products; when that exceeds the
 full products (q·(L+1)/2 > n) flowlens switches to the full forward recursion (float64).
 
     >>> import numpy as np
@@ -21,48 +25,64 @@ full products (q·(L+1)/2 > n) flowlens switches to the full forward recursion (
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 
-from flowlens.core.capture import check_probabilities
-from flowlens.core.graph import TokenGraph, check_heads, fuse_heads
+from flowlens.core.graph import TokenGraph, check_heads
+from flowlens.core.onepass import checked_fuse
 from flowlens.core.query import select_query
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
 
 
-def _fold(a: np.ndarray, r: float, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """(1 - r)·A in ``dtype`` and the row normalisers d = (1 - r)·rowsum(A) + r (summed in float64)."""
-    d = (1.0 - r) * a.sum(axis=1, dtype=np.float64) + r
-    d[d <= 0] = 1.0
-    scaled = a.astype(dtype, copy=True)
-    if r:
-        scaled *= dtype(1.0 - r)
-    return scaled, d.astype(dtype)
+SKINNY_LIMIT_MIN_NODES = 256  # from this size the skinny products run under one BLAS thread
 
 
-def _apply(v: np.ndarray, a_scaled: np.ndarray, d: np.ndarray, r: float) -> np.ndarray:
-    """Row vectors v [..., n] times rownorm((1 - r)A + rI), given (1 - r)A and d."""
+def _apply(v: np.ndarray, a: np.ndarray, d: np.ndarray, r: float) -> np.ndarray:
+    """Row vectors v [..., n] times rownorm((1 - r)A + rI), given A and its normalisers d."""
     w = v / d
-    out = w @ a_scaled
     if r:
-        out += w * out.dtype.type(r)
-    return out
+        out = (w * w.dtype.type(1.0 - r)) @ a
+        out += w * w.dtype.type(r)
+        return out
+    return w @ a
+
+
+def _normalisers(row_sums: np.ndarray, r: float, dtype) -> np.ndarray:
+    """d = (1 - r)·rowsum(A) + r (1 where that is 0) from float64 row sums, in ``dtype``."""
+    d = (1.0 - r) * row_sums + r
+    d[d <= 0] = 1.0
+    return d.astype(dtype)
+
+
+def _one_blas_thread(n: int):
+    """BLAS threads only add contention to skinny products (8× slower on a busy 2-core machine):
+    run them under one thread where they are large enough for it to matter (threadpoolctl's
+    context costs ≈ 0.5 ms, so small problems skip it)."""
+    if n < SKINNY_LIMIT_MIN_NODES:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 0.5,
-                 all_layers: bool = True, precision: str = "float32") -> np.ndarray:
+                 all_layers: bool = True, precision: str = "float32",
+                 row_sums: np.ndarray | None = None) -> np.ndarray:
     """Core kernel on fused attention.
 
     Args:
-      attention: [layer, node, node] fused attention (rows need not be normalised).
+      attention: [layer, node, node] fused attention (rows need not be normalised), used as is
+        when its dtype is ``precision`` (no copy).
       query: int [query] node positions of the query rows.
       residual: r in [0, 1].
       all_layers: return the rollout after every layer (else only after the last).
       precision: dtype of the chain's matrix products, "float32" (default; row normalisers are
         always summed in float64; measured error vs a float64 oracle ≈ 1e-9 at Pi0 scale) or
-        "float64".
+        "float64" (float64 throughout: a float32 ``attention`` is widened, never narrowed).
+      row_sums: float64 [layer, node] row sums of ``attention`` when already known (saves a pass).
     Returns:
       float64 [layer, query, node] (or [1, query, node]).
     """
@@ -72,31 +92,49 @@ def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 
     num_layers, n, _ = attention.shape
     q = len(query)
     rows = np.asarray(query, dtype=np.int64)
-    if not all_layers:
-        v = np.zeros((q, n), dtype=dt)
-        v[np.arange(q), rows] = 1.0
-        for layer in reversed(range(num_layers)):
-            v = _apply(v, *_fold(attention[layer], residual, dt), residual)
-        return v[None].astype(np.float64)
-    if q * (num_layers + 1) / 2 > n:  # full products are cheaper
+    if row_sums is None:
+        row_sums = attention.sum(axis=-1, dtype=np.float64)
+    if n < SKINNY_LIMIT_MIN_NODES:  # small: build every transition at once, then only products
+        full_t = _transitions(attention, row_sums, residual, np.float64)
+        t = full_t if dt is np.float64 else full_t.astype(dt)
+        step = lambda v, layer: v @ t[layer]  # noqa: E731
+    else:  # large: no n×n temporaries, the normalisation folded into the row vectors
+        full_t = None
+        step = lambda v, layer: _apply(v, attention[layer].astype(dt, copy=False),  # noqa: E731
+                                       _normalisers(row_sums[layer], residual, dt), residual)
+    if all_layers and q * (num_layers + 1) / 2 > n:  # full products are cheaper
         j = None
         out = np.empty((num_layers, q, n))
         for layer in range(num_layers):
-            a, d = _fold(attention[layer], residual, np.float64)
-            t = a / d[:, None]
-            t[np.arange(n), np.arange(n)] += residual / d
-            j = t if j is None else t @ j
+            tl = full_t[layer] if full_t is not None else _transitions(attention[layer:layer + 1],
+                                                                        row_sums[layer:layer + 1], residual,
+                                                                        np.float64)[0]
+            j = tl if j is None else tl @ j
             out[layer] = j[rows]
         return out
-    # Top-down multi-chain: chains[k] holds e_q T_k ... T_layer for every started chain k >= layer.
-    start = np.zeros((q, n), dtype=dt)
-    start[np.arange(q), rows] = 1.0
-    chains = np.empty((0, q, n), dtype=dt)
-    for layer in reversed(range(num_layers)):
-        chains = np.concatenate([start[None], chains], axis=0)
-        a, d = _fold(attention[layer], residual, dt)
-        chains = _apply(chains.reshape(-1, n), a, d, residual).reshape(chains.shape)
-    return chains.astype(np.float64)
+    with _one_blas_thread(n):
+        start = np.zeros((q, n), dtype=dt)
+        start[np.arange(q), rows] = 1.0
+        if not all_layers:
+            v = start
+            for layer in reversed(range(num_layers)):
+                v = step(v, layer)
+            return v[None].astype(np.float64)
+        # Top-down multi-chain: chains[k] holds e_q T_k ... T_layer for every started chain k >= layer.
+        chains = np.empty((0, q, n), dtype=dt)
+        for layer in reversed(range(num_layers)):
+            chains = np.concatenate([start[None], chains], axis=0)
+            chains = step(chains.reshape(-1, n), layer).reshape(chains.shape)
+        return chains.astype(np.float64)
+
+
+def _transitions(attention: np.ndarray, row_sums: np.ndarray, r: float, dtype) -> np.ndarray:
+    """``dtype`` [layer, n, n]: rownorm((1 - r)·A + r·I) of every layer, from A's float64 row sums."""
+    d = _normalisers(row_sums, r, np.float64)[..., None]
+    t = ((1.0 - r) / d * attention).astype(dtype)
+    n = attention.shape[-1]
+    t[:, np.arange(n), np.arange(n)] += (r / d[..., 0]).astype(dtype)
+    return t
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -200,7 +238,6 @@ def attention_rollout(
     keep = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     if keep.shape != (n,):
         raise FlowlensError(f"valid must be bool [{n}] (one flag per token), got shape {keep.shape}.")
-    check_probabilities(attention, "attention", valid_rows=keep)
     if isinstance(query, str):
         raise FlowlensError(
             f"query={query!r} is a query name, but attention_rollout has no token layout to resolve it; "
@@ -213,12 +250,15 @@ def attention_rollout(
     rows = rows % n
     if not keep[rows].all():
         raise FlowlensError(f"query row {int(rows[~keep[rows]][0])} is marked invalid in valid=...; drop it.")
-    fused = fuse_heads(attention.astype(np.float32, copy=False), heads, axis=1)
+    if precision not in ("float32", "float64"):
+        raise unknown_name_error("precision", precision, ("float32", "float64"))
+    fused, sums = checked_fuse(attention, "attention", heads=heads, dtype=np.dtype(precision).type,
+                               valid_rows=keep)
     idx = np.flatnonzero(keep)
     if idx.size != n:
-        fused = fused[:, idx[:, None], idx[None, :]]
+        fused, sums = fused[:, idx[:, None], idx[None, :]], None
     pos = np.searchsorted(idx, rows)
-    vals = rollout_rows(fused, pos, residual=r, all_layers=all_layers, precision=precision)
+    vals = rollout_rows(fused, pos, residual=r, all_layers=all_layers, precision=precision, row_sums=sums)
     if idx.size == n:
         return vals
     out = np.zeros(vals.shape[:2] + (n,))

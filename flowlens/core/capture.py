@@ -273,13 +273,14 @@ def validate_capture(capture: Capture, *, check_rows: bool = True) -> None:
 
 
 def check_probabilities(probs: np.ndarray, name: str, *, valid_rows: np.ndarray | None = None,
-                        tolerance: float = ROW_SUM_TOLERANCE) -> None:
+                        tolerance: float = ROW_SUM_TOLERANCE, stacklevel: int = 3) -> None:
     """Raise on NaN/inf or values outside [0, 1]; warn when rows do not sum to 1.
 
     Args:
       probs: [..., query, key] attention probabilities.
       name: how to call the array in messages.
       valid_rows: bool [query]; only these rows are checked for their sum (None: all rows).
+      stacklevel: of the row-sum warning (3: the caller of the function that called this one).
     """
     if not np.isfinite(probs).all():
         bad = np.argwhere(~np.isfinite(probs))[0]
@@ -295,7 +296,13 @@ def check_probabilities(probs: np.ndarray, name: str, *, valid_rows: np.ndarray 
         )
     if probs.size == 0:
         return
-    sums = probs.sum(axis=-1, dtype=np.float64)
+    check_row_sums(probs.sum(axis=-1, dtype=np.float64), name, valid_rows=valid_rows, tolerance=tolerance,
+                   stacklevel=stacklevel + 1)
+
+
+def check_row_sums(sums: np.ndarray, name: str, *, valid_rows: np.ndarray | None = None,
+                   tolerance: float = ROW_SUM_TOLERANCE, stacklevel: int = 3) -> None:
+    """Warn, naming the worst row, when float64 row sums ``sums`` [..., query] are off 1 by > tolerance."""
     err = np.abs(sums - 1.0)
     if valid_rows is not None:
         err = np.where(np.asarray(valid_rows, dtype=bool), err, 0.0)
@@ -305,7 +312,7 @@ def check_probabilities(probs: np.ndarray, name: str, *, valid_rows: np.ndarray 
         warnings.warn(
             f"{name}: rows do not sum to 1 (worst row {idx} sums to {float(sums[idx]):.6f}, tolerance "
             f"{tolerance}). bf16 probabilities? flowlens renormalises rows where an analysis needs it.",
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 

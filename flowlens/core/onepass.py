@@ -1,0 +1,64 @@
+"""One pass over attention: check it holds probabilities and fuse its heads in one read.
+
+``check_probabilities`` followed by ``fuse_heads`` reads ``[layer, head, query, key]`` attention
+five times from memory (finite, min, max, row sums, fusion): at Pi0 scale (18 × 8 × 867², 433 MB
+of float32) that is 0.3 s, ten times the rollout it guards. For the head mean of a large float32
+or float64 array, a numba kernel reads each row once and computes its float64 sum, counts entries
+outside [0, 1] and accumulates the fused row (bit-identical to ``fuse_heads``). Row sums give the
+finiteness check for free: a NaN or inf makes its row's sum non-finite. The checks, errors and
+warnings are those of ``check_probabilities``; on a failed check it is called on the whole array
+to name the first bad entry and the value range exactly. The kernel also serves small arrays
+(n = 54: 0.3 ms against 1.2 ms for the numpy checks, whose float64 row sums dominate); the other
+fusions and dtypes take the two-step numpy route. numba is imported on the first call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from flowlens.core.capture import ROW_SUM_TOLERANCE, check_probabilities, check_row_sums
+from flowlens.core.graph import fuse_heads
+
+
+def checked_fuse(probs: np.ndarray, name: str, *, heads: str | int | Sequence[int] = "mean",
+                 dtype=np.float32, valid_rows: np.ndarray | None = None,
+                 tolerance: float = ROW_SUM_TOLERANCE, stacklevel: int = 3) -> np.ndarray:
+    """``check_probabilities(probs, name, ...)`` then ``fuse_heads(probs, heads, axis=1, dtype=dtype)``,
+    in one read of ``probs`` where it counts.
+
+    Args:
+      probs: [layer, head, query, key] attention probabilities.
+      name: how to call the array in messages.
+      heads: "mean" | "max" | "min" | a head index | a list of head indices (not "keep").
+      dtype: accumulation and output dtype of the fusion.
+      valid_rows: bool [query]; only these rows are checked for their sum (None: all rows).
+      stacklevel: of the row-sum warning (3: the caller of the function that called this one).
+    Returns:
+      (fused, row_sums): ``dtype`` [layer, query, key] equal to ``fuse_heads(probs, heads, axis=1,
+      dtype=dtype)``, and its float64 [layer, query] row sums.
+    Raises:
+      FlowlensError: on NaN/inf or values outside [0, 1], as ``check_probabilities``.
+
+    >>> p = np.array([[[[0.25, 0.75]], [[0.75, 0.25]]]], dtype=np.float32)  # [layer, head, q, k]
+    >>> checked_fuse(p, "attention")
+    (array([[[0.5, 0.5]]], dtype=float32), array([[1.]]))
+    """
+    use_kernel = (isinstance(heads, str) and heads == "mean" and probs.size > 0
+                  and probs.dtype in (np.float32, np.float64) and np.dtype(dtype) in (np.float32, np.float64))
+    if not use_kernel:
+        check_probabilities(probs, name, valid_rows=valid_rows, tolerance=tolerance, stacklevel=stacklevel + 1)
+        fused = fuse_heads(probs, heads, axis=1, dtype=dtype)
+        return fused, fused.sum(axis=-1, dtype=np.float64)
+    from flowlens.core._onepass_kernel import sums_range_mean  # numba: loaded on first use
+
+    num_layers, num_heads, num_rows, num_keys = probs.shape
+    fused = np.empty((num_layers, num_rows, num_keys), dtype=dtype)
+    sums = np.empty((num_layers, num_heads, num_rows))
+    fused_sums = np.empty((num_layers, num_rows))
+    outside = sums_range_mean(probs, fused, sums, fused_sums, -1e-6, 1 + 1e-6)
+    if outside or not np.isfinite(sums).all():
+        check_probabilities(probs, name, valid_rows=valid_rows, tolerance=tolerance)  # raises, naming it
+    check_row_sums(sums, name, valid_rows=valid_rows, tolerance=tolerance, stacklevel=stacklevel + 1)
+    return fused, fused_sums
