@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowlens.core.checks import check_type, real_array
 from flowlens.core.layout import TokenLayout
 from flowlens.core.segments import ImageSegment
 from flowlens.errors import FlowlensError, unknown_name_error
@@ -26,7 +27,7 @@ __all__ = ["camera_segment", "patch_grid"]
 def camera_segment(layout: TokenLayout, camera: str | int = 0) -> ImageSegment:
     """The image segment of ``camera`` (name, or index among the layout's cameras)."""
     cams = layout.cameras
-    if isinstance(camera, (int, np.integer)):
+    if isinstance(camera, (int, np.integer)) and not isinstance(camera, (bool, np.bool_)):
         if not 0 <= camera < len(cams):
             raise FlowlensError(
                 f"camera {camera} out of range: this layout has {len(cams)} cameras "
@@ -48,7 +49,8 @@ def patch_grid(scores: np.ndarray, layout: TokenLayout, camera: str | int = 0) -
     Returns:
       float64 [..., rows, cols], row-major as SigLIP flattens patches.
     """
-    scores = np.asarray(scores, dtype=np.float64)
+    check_type("layout", layout, TokenLayout)
+    scores = real_array("scores", scores, shape_hint="[..., token]").astype(np.float64)
     if scores.shape[-1] != layout.n:
         raise FlowlensError(
             f"scores must have one value per token ({layout.n}) on the last axis, got shape {scores.shape}."
