@@ -174,6 +174,7 @@ def action_rollout(
       ActionAttention (kind "rollout") with values [layer, 1, horizon, horizon]; state_mass and
       prefix_mass are the rollout mass on the state token and on the prefix inputs.
     """
+    heads = check_heads(heads)
     if isinstance(source, Capture):
         graph = TokenGraph.from_capture(source, step, heads=heads, residual=residual)
     elif isinstance(source, TokenGraph):

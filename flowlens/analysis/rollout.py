@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from flowlens.core.capture import check_probabilities
-from flowlens.core.checks import check_flag, check_residual, check_type, index_array, real_array
+from flowlens.core.checks import check_choice, check_flag, check_residual, check_type, index_array, real_array
 from flowlens.core.graph import TokenGraph, check_heads, fuse_heads
 from flowlens.core.query import select_query
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
@@ -155,6 +155,7 @@ def rollout(graph: TokenGraph, query: str | Sequence[int] | np.ndarray | None = 
     """
     check_type("graph", graph, TokenGraph, "Build one with TokenGraph.from_capture(capture).")
     all_layers = check_flag("all_layers", all_layers)
+    check_choice("precision", precision, ("float32", "float64"))
     if graph.keeps_heads:
         raise FlowlensError("rollout needs fused heads; build the graph with heads='mean' (or call graph.fused()).")
     nodes = graph.node_index(select_query(graph.layout, query, **select))
@@ -189,6 +190,10 @@ def attention_rollout(
       precision: "float32" (default) or "float64" matrix products (see ``rollout_rows``).
     Returns:
       float64 [layer, query_row, key] (layer axis of size 1 when ``all_layers=False``).
+    Raises:
+      FlowlensError: naming the argument: attention that is not a real numeric 4-D array with
+        query == key and no empty axis, or not finite probabilities; unknown heads; residual not a
+        number in [0, 1]; query rows that are not ints / a bool mask [token], out of range or invalid.
     """
     attention = real_array("attention", attention, shape_hint="[layer, head, query, key]")
     if attention.ndim != 4 or attention.shape[2] != attention.shape[3]:
@@ -199,6 +204,7 @@ def attention_rollout(
     heads = check_heads(heads)
     r = check_residual(residual) or 0.0
     all_layers = check_flag("all_layers", all_layers)
+    check_choice("precision", precision, ("float32", "float64"))
     n = attention.shape[-1]
     keep = np.ones(n, dtype=bool) if valid is None else real_array("valid", valid, kinds="biu").astype(bool)
     if keep.shape != (n,):

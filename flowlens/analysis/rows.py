@@ -31,7 +31,7 @@ import numpy as np
 from flowlens.core.capture import AttentionPass, Capture, PassKind, resolve_layers
 from flowlens.core.graph import TokenGraph, fuse_heads
 from flowlens.core.layout import TokenLayout
-from flowlens.core.checks import index_array
+from flowlens.core.checks import LAYER_IDS, index_array
 from flowlens.core.query import select_query
 from flowlens.errors import FlowlensError
 
@@ -205,7 +205,8 @@ def _from_graph(graph: TokenGraph, query, layers, select) -> HeadAttention:
         )
     tokens = query_tokens(graph.layout, query, select)
     nodes = graph.node_index(tokens)
-    lpos = list(range(graph.num_layers)) if layers is None else [graph.layer_position(int(x)) for x in layers]
+    lpos = (list(range(graph.num_layers)) if layers is None else
+            [graph.layer_position(x) for x in index_array("layers", layers, expected=LAYER_IDS).tolist()])
     probs = graph.attention[_as_index(np.asarray(lpos))][:, :, _as_index(nodes), :]
     return HeadAttention(
         layout=graph.layout,

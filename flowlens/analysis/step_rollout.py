@@ -28,7 +28,7 @@ import numpy as np
 from flowlens.analysis.rows import query_tokens
 from flowlens.analysis.rollout import rollout_rows
 from flowlens.core.capture import AttentionPass, Capture
-from flowlens.core.checks import LAYER_IDS, STEP_IDS, check_flag, check_residual, check_type, index_array
+from flowlens.core.checks import LAYER_IDS, STEP_IDS, check_choice, check_flag, check_residual, check_type, index_array
 from flowlens.core.graph import check_heads, fuse_heads, heads_label
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
@@ -183,10 +183,8 @@ def rollout_all_steps(
     Returns:
       StepRollout with values float64 [step, layer, query, token] (layer axis of 1 when not all_layers).
     """
-    if method not in METHODS:
-        raise unknown_name_error("method", method, METHODS)
-    if precision not in ("float32", "float64"):
-        raise unknown_name_error("precision", precision, ("float32", "float64"))
+    check_choice("method", method, METHODS)
+    check_choice("precision", precision, ("float32", "float64"))
     dt = np.dtype(precision).type
     if method == "stacked" and all_layers:
         raise FlowlensError(

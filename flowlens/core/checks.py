@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowlens.errors import FlowlensError
+from flowlens.errors import FlowlensError, unknown_name_error
 
 LAYER_IDS = "a non-empty int or list of ints (model layer ids)"
 STEP_IDS = "'all', a non-empty int or list of ints (denoising step ids)"
@@ -77,21 +77,20 @@ def index_array(argument: str, value, *, size: int | None = None,
       FlowlensError: floats (even integral ones), bools other than such a mask, strings, nested
         lists, empty selections.
     """
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        return np.array([int(value)], dtype=np.int64)
+    one = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
     try:
-        arr = None if isinstance(value, (str, bytes, bool, np.bool_)) else np.asarray(value)
-    except (TypeError, ValueError):  # ragged nested lists
+        arr = None if isinstance(value, (str, bytes, bool, np.bool_)) else np.asarray([value] if one else value)
+        if arr is not None and arr.dtype == object and arr.ndim == 1 and all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in arr.tolist()):
+            arr = arr.astype(np.int64)
+    except (TypeError, ValueError, OverflowError):  # ragged nested lists, ints beyond int64
         arr = None
-    if arr is not None and arr.dtype == object and arr.ndim == 1 and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in arr.tolist()):
-        arr = arr.astype(np.int64)
     if arr is not None and arr.dtype == bool and arr.ndim == 1 and size is not None and arr.shape == (size,):
         arr = np.flatnonzero(arr)
         if arr.size == 0:
             raise FlowlensError(f"{argument} is a bool mask that marks no token; mark at least one.")
     if arr is None or arr.dtype.kind not in "iu" or arr.ndim != 1 or arr.size == 0:
-        why = ("" if arr is None or arr.size == 0 else
+        why = (" (beyond int64)" if one else "" if arr is None or arr.size == 0 else
                " (floats such as 1.7 or 1.0 are not indices)" if arr.dtype.kind == "f" else
                f" (a bool mask needs one flag per token, {size})" if arr.dtype == bool and size else "")
         raise FlowlensError(f"{argument} must be {expected}, got {_describe(value)}{why}; e.g. {argument}=[0, 2].")
@@ -120,6 +119,22 @@ def check_residual(residual) -> float | None:
     return r
 
 
+def whole_number(argument: str, value) -> int:
+    """An int (Python or numpy); floats, bools and strings are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise FlowlensError(f"{argument} must be an int, got {_describe(value)}.")
+    return int(value)
+
+
+def check_choice(argument: str, value, choices: tuple[str, ...]) -> str:
+    """One of the option names ``choices`` (a suggestion when a string is close to one)."""
+    if isinstance(value, str):
+        if value not in choices:
+            raise unknown_name_error(argument, value, choices)
+        return value
+    raise FlowlensError(f"{argument} must be one of {list(choices)}, got {_describe(value)}.")
+
+
 def check_flag(argument: str, value) -> bool:
     """A yes/no option: ``True`` or ``False`` (numpy bools too); anything else is refused."""
     if not isinstance(value, (bool, np.bool_)):
@@ -131,5 +146,8 @@ def check_type(argument: str, value, expected: type | tuple[type, ...], advice: 
     """``value`` when it is an instance of ``expected``; else an error naming both types."""
     if not isinstance(value, expected):
         names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-        raise FlowlensError(f"{argument} must be a {names}, got {_describe(value)}.{' ' + advice if advice else ''}")
+        article = "an" if names[0] in "AEIOU" else "a"
+        raise FlowlensError(
+            f"{argument} must be {article} {names}, got {_describe(value)}.{' ' + advice if advice else ''}"
+        )
     return value

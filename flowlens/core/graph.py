@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from flowlens.core.capture import Capture, PassKind, check_probabilities, resolve_layers
-from flowlens.core.checks import check_residual, check_type, index_array, real_array
+from flowlens.core.checks import LAYER_IDS, check_residual, check_type, index_array, real_array
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, check_index, did_you_mean, unknown_name_error
 
@@ -118,6 +118,9 @@ class TokenGraph:
       residual: r of ``rownorm((1 - r)·A + r·I)``; 0.0 means no residual.
       step: denoising step the suffix rows come from (None for a full pass).
       time: flow-matching time of that step.
+
+    Built directly, the fields are checked: attention must be finite probabilities in [0, 1]
+    (FlowlensError otherwise, so rollout never sees NaN or negative weights).
     """
 
     layout: TokenLayout
@@ -131,9 +134,10 @@ class TokenGraph:
     time: float | None = None
 
     def __post_init__(self) -> None:
-        check_residual(self.residual)
         check_type("layout", self.layout, TokenLayout)
-        m = len(index_array("nodes", self.nodes, size=None))
+        object.__setattr__(self, "residual", check_residual(self.residual) or 0.0)
+        object.__setattr__(self, "layers", tuple(index_array("layers", self.layers, expected=LAYER_IDS).tolist()))
+        m = len(index_array("nodes", self.nodes))
         att = real_array("attention", self.attention, kinds="f", shape_hint="[layer, (head,) node, node]")
         if att.shape[-2:] != (m, m) or att.ndim not in (3, 4) or len(self.layers) != att.shape[0]:
             raise FlowlensError(

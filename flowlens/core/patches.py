@@ -34,6 +34,11 @@ def camera_segment(layout: TokenLayout, camera: str | int = 0) -> ImageSegment:
                 f"{[c.name for c in cams]} (0–{len(cams) - 1})."
             )
         return cams[int(camera)]
+    if not isinstance(camera, str):
+        raise FlowlensError(
+            f"camera must be a camera name {[c.name for c in cams]} or an index, got {camera!r} "
+            f"({type(camera).__name__})."
+        )
     for seg in cams:
         if seg.name == camera:
             return seg
@@ -51,7 +56,7 @@ def patch_grid(scores: np.ndarray, layout: TokenLayout, camera: str | int = 0) -
     """
     check_type("layout", layout, TokenLayout)
     scores = real_array("scores", scores, shape_hint="[..., token]").astype(np.float64)
-    if scores.shape[-1] != layout.n:
+    if scores.ndim == 0 or scores.shape[-1] != layout.n:
         raise FlowlensError(
             f"scores must have one value per token ({layout.n}) on the last axis, got shape {scores.shape}."
         )

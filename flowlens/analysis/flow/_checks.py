@@ -3,7 +3,7 @@ what was received, a fix)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -110,9 +110,7 @@ def check_layers_out(layers_out, num_layers: int) -> tuple[int, ...]:
                 f"got {layers_out!r}."
             )
         return tuple(range(num_layers))
-    items = [layers_out] if isinstance(layers_out, (int, np.integer)) else list(layers_out)
-    if not isinstance(layers_out, (int, np.integer, Sequence, np.ndarray)):
-        raise FlowlensError(f"layers_out must be 'all', an int or a sequence of ints, got {layers_out!r}.")
+    items = index_array("layers_out", layers_out, expected="'all', an int or a sequence of ints").tolist()
     return tuple(check_index("layers_out", k, num_layers, "node layers below the query") for k in items)
 
 
