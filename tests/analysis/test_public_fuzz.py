@@ -43,7 +43,7 @@ GRAPH = TokenGraph.from_capture(CAP)
 KEEP = TokenGraph.from_capture(CAP, heads="keep")
 JOINT = joint_attention(LAYOUT, num_layers=2, num_heads=2)
 SEGMENT = LAYOUT.cameras[0]
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 SLOW = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 
 # Wrong values of every kind an argument can be handed.
