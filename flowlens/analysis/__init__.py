@@ -11,6 +11,12 @@ from ``flowlens`` (or ``flowlens.analysis.rollout.rollout`` / ``flowlens.analysi
 
 from flowlens._lazy import lazy_getattr
 
+# head_roles and head_grids name both a module and its function: importing the module (as any
+# analysis does) would bind the *module* on this package, hiding the function from the lazy
+# lookup. Both are numpy-only, so they are bound eagerly, after their modules.
+from flowlens.analysis.head_grids import head_grids as head_grids
+from flowlens.analysis.head_roles import head_roles as head_roles
+
 _MODULES = {
     "flowlens.analysis.rollout": ("Rollout", "attention_rollout", "rollout_rows"),
     "flowlens.analysis.rows": ("action_group_mass", "read_rows"),

@@ -25,7 +25,8 @@ import numpy as np
 from flowlens.analysis.rows import HeadAttention, head_attention
 from flowlens.analysis.rollout import rollout as _rollout
 from flowlens.core.capture import Capture
-from flowlens.core.graph import TokenGraph, fuse_heads, heads_label
+from flowlens.core.checks import LAYER_IDS, check_type, index_array, real_number
+from flowlens.core.graph import TokenGraph, check_heads, fuse_heads, heads_label
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError
 
@@ -102,6 +103,8 @@ def action_attention(
     Returns:
       ActionAttention with values [layer, head, horizon, horizon] (head axis of size 1 when fused).
     """
+    check_type("source", source, (Capture, TokenGraph, HeadAttention))
+    heads = check_heads(heads, keep=True)
     layout = source.layout
     act = layout.actions
     if act is None:
@@ -116,7 +119,8 @@ def action_attention(
         lpos = (
             list(range(source.num_layers))
             if layers is None
-            else [source.layer_position(int(x)) for x in layers]
+            else [source.layer_position(x)
+                  for x in index_array("layers", layers, expected=LAYER_IDS).tolist()]
         )
         rows = source.attention[lpos][:, None][:, :, nodes, :]
         key_tokens, label = source.nodes, (source.heads,)
@@ -170,6 +174,7 @@ def action_rollout(
       ActionAttention (kind "rollout") with values [layer, 1, horizon, horizon]; state_mass and
       prefix_mass are the rollout mass on the state token and on the prefix inputs.
     """
+    heads = check_heads(heads)
     if isinstance(source, Capture):
         graph = TokenGraph.from_capture(source, step, heads=heads, residual=residual)
     elif isinstance(source, TokenGraph):
@@ -246,7 +251,8 @@ def summarize_actions(attn: ActionAttention, *, coverage: float = 0.9) -> Action
     >>> float(s.self_mass[0, 0]), float(s.bandwidth[0, 0]), float(s.width[0, 0])
     (1.0, 0.0, 0.0)
     """
-    if not 0.0 < coverage <= 1.0:
+    check_type("attn", attn, ActionAttention, "Compute one with action_attention or action_rollout.")
+    if not 0.0 < real_number("coverage", coverage) <= 1.0:
         raise FlowlensError(f"coverage must be in (0, 1], e.g. 0.9, got {coverage}.")
     a = attn.values
     h = a.shape[-1]

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from flowlens.analysis.heads import HeadStats, head_stats
+from flowlens.core.checks import check_flag
 from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.core.patches import camera_segment
 
@@ -131,7 +132,7 @@ def head_image_grid(
             f"camera {seg.name!r} is masked in this layout, so it has no heatmap; valid cameras: {valid}."
         )
     values = stats.heatmap(seg.name)
-    if normalize:
+    if check_flag("normalize", normalize):
         total = values.sum(axis=(-2, -1), keepdims=True)
         values = values / np.where(total > 0, total, 1.0)
     vmin, vmax, lmin, lmax = _limits(values)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from flowlens.analysis.heads import HeadAttention, HeadStats, head_attention, head_stats
+from flowlens.core.checks import check_choice, check_flag, real_number, whole_number
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
 
 LN2 = float(np.log(2.0))
@@ -146,9 +147,8 @@ def head_similarity(
     Returns:
       HeadSimilarity with matrix [layer·head, layer·head].
     """
-    if metric not in METRICS:
-        raise unknown_name_error("metric", metric, METRICS)
-    if per_query:
+    check_choice("metric", metric, METRICS)
+    if check_flag("per_query", per_query):
         if isinstance(source, HeadStats):
             raise FlowlensError(
                 "per_query=True needs the attention rows; pass the Capture, graph or HeadAttention."
@@ -275,11 +275,10 @@ def head_roles(
     role_names, prof = role_profiles(stats)
     flat = prof.reshape(-1, len(role_names))
     n = flat.shape[0]
-    if method not in ("average", "complete", "single", "weighted"):
-        raise unknown_name_error("method", method, ("average", "complete", "single", "weighted"))
-    if k is not None and (int(k) < 1):
+    check_choice("method", method, ("average", "complete", "single", "weighted"))
+    if k is not None and whole_number("k", k) < 1:
         raise FlowlensError(f"k must be a positive number of clusters, got {k}.")
-    if k is None and (threshold is None or not 0.0 <= threshold <= 1.0):
+    if k is None and (threshold is None or not 0.0 <= real_number("threshold", threshold) <= 1.0):
         raise FlowlensError(
             f"threshold must be a total-variation distance in [0, 1] (or give k=), got {threshold}."
         )

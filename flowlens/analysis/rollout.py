@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from flowlens.core.checks import check_choice, check_flag, check_residual, check_type, index_array, real_array
 from flowlens.core.graph import TokenGraph, check_heads
 from flowlens.core.onepass import checked_fuse
 from flowlens.core.query import select_query
@@ -190,6 +191,9 @@ def rollout(graph: TokenGraph, query: str | Sequence[int] | np.ndarray | None = 
     Returns:
       Rollout with values [layer, query, node].
     """
+    check_type("graph", graph, TokenGraph, "Build one with TokenGraph.from_capture(capture).")
+    all_layers = check_flag("all_layers", all_layers)
+    check_choice("precision", precision, ("float32", "float64"))
     if graph.keeps_heads:
         raise FlowlensError("rollout needs fused heads; build the graph with heads='mean' (or call graph.fused()).")
     nodes = graph.node_index(select_query(graph.layout, query, **select))
@@ -215,27 +219,32 @@ def attention_rollout(
       attention: [layer, head, query, key] probabilities with query == key (a joint pass).
       heads: "mean" | "max" | "min" | a head index | a list of head indices.
       residual: r of ``rownorm((1 - r)·A + r·I)``; 0.5 as Abnar & Zuidema; None or 0 for none.
-      query: token indices of the rows to compute (default: all). Query names ("actions" ...) need
-        a layout: use ``rollout(TokenGraph.from_attention(layout, attention), "actions")``.
+      query: token indices (ints; negative count from the end) of the rows to compute, or a bool
+        mask [token] (default: all rows). Floats (1.7, even 1.0) are refused. Query names
+        ("actions" ...) need a layout: use ``rollout(TokenGraph.from_attention(layout, attention), "actions")``.
       all_layers: rollout after every layer (default) or only after the last.
       valid: optional bool [token]; invalid tokens' rows and columns are removed first (their
         output columns are 0). Query rows must be valid.
       precision: "float32" (default) or "float64" matrix products (see ``rollout_rows``).
     Returns:
       float64 [layer, query_row, key] (layer axis of size 1 when ``all_layers=False``).
+    Raises:
+      FlowlensError: naming the argument: attention that is not a real numeric 4-D array with
+        query == key and no empty axis, or not finite probabilities; unknown heads; residual not a
+        number in [0, 1]; query rows that are not ints / a bool mask [token], out of range or invalid.
     """
-    attention = np.asarray(attention)
+    attention = real_array("attention", attention, shape_hint="[layer, head, query, key]")
     if attention.ndim != 4 or attention.shape[2] != attention.shape[3]:
         raise FlowlensError(
             f"attention must be [layer, head, query, key] with query == key, got shape {attention.shape}. "
             "For cached passes (prefix + suffix), build a Capture and use TokenGraph.from_capture."
         )
     heads = check_heads(heads)
-    r = 0.0 if residual is None else float(residual)
-    if not 0.0 <= r <= 1.0:
-        raise FlowlensError(f"residual must be in [0, 1] (0.5 in Abnar & Zuidema) or None, got {residual}.")
+    r = check_residual(residual) or 0.0
+    all_layers = check_flag("all_layers", all_layers)
+    check_choice("precision", precision, ("float32", "float64"))
     n = attention.shape[-1]
-    keep = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    keep = np.ones(n, dtype=bool) if valid is None else real_array("valid", valid, kinds="biu").astype(bool)
     if keep.shape != (n,):
         raise FlowlensError(f"valid must be bool [{n}] (one flag per token), got shape {keep.shape}.")
     if isinstance(query, str):
@@ -243,15 +252,13 @@ def attention_rollout(
             f"query={query!r} is a query name, but attention_rollout has no token layout to resolve it; "
             "pass token indices, or use rollout(TokenGraph.from_attention(layout, attention), query)."
         )
-    rows = np.arange(n) if query is None else np.atleast_1d(np.asarray(query, dtype=np.int64))
+    rows = np.arange(n) if query is None else index_array("query", query, size=n)
     bad = rows[(rows < -n) | (rows >= n)]
     if bad.size:
         raise FlowlensError(f"query row {int(bad[0])} out of range: attention has {n} tokens (0–{n - 1}).")
     rows = rows % n
     if not keep[rows].all():
         raise FlowlensError(f"query row {int(rows[~keep[rows]][0])} is marked invalid in valid=...; drop it.")
-    if precision not in ("float32", "float64"):
-        raise unknown_name_error("precision", precision, ("float32", "float64"))
     fused, sums = checked_fuse(attention, "attention", heads=heads, dtype=np.dtype(precision).type,
                                valid_rows=keep)
     idx = np.flatnonzero(keep)

@@ -31,6 +31,7 @@ import numpy as np
 from flowlens.core.capture import AttentionPass, Capture, PassKind, resolve_layers
 from flowlens.core.graph import TokenGraph, fuse_heads
 from flowlens.core.layout import TokenLayout
+from flowlens.core.checks import LAYER_IDS, index_array
 from flowlens.core.query import select_query
 from flowlens.errors import FlowlensError
 
@@ -106,8 +107,9 @@ def _masked(layout: TokenLayout, what: str, token, advice: str) -> FlowlensError
 
 
 def query_tokens(layout: TokenLayout, query=None, select: dict | None = None) -> np.ndarray:
-    """Resolve a query selection: token indices, a query name ("action:0", "actions", "state" ...;
-    see ``flowlens.core.query``), or ``layout.select`` keywords, default the actions.
+    """Resolve a query selection: token indices (ints, or a bool mask over the layout), a query name
+    ("action:0", "actions", "state" ...; see ``flowlens.core.query``), or ``layout.select`` keywords,
+    default the actions.
 
     Returns:
       int64 [query] valid layout token indices.
@@ -118,9 +120,7 @@ def query_tokens(layout: TokenLayout, query=None, select: dict | None = None) ->
         return layout.select(**select) if select else layout.select(kind="action")
     if isinstance(query, str):
         query = select_query(layout, query)
-    tokens = np.atleast_1d(np.asarray(query, dtype=np.int64))
-    if tokens.ndim != 1 or tokens.size == 0:
-        raise FlowlensError(f"query must be a non-empty 1-D list of token indices, got shape {tokens.shape}.")
+    tokens = index_array("query", query, size=layout.n)
     bad = tokens[(tokens < 0) | (tokens >= layout.n)]
     if bad.size:
         raise FlowlensError(f"query token {int(bad[0])} out of range: the layout has {layout.n} tokens.")
@@ -205,7 +205,8 @@ def _from_graph(graph: TokenGraph, query, layers, select) -> HeadAttention:
         )
     tokens = query_tokens(graph.layout, query, select)
     nodes = graph.node_index(tokens)
-    lpos = list(range(graph.num_layers)) if layers is None else [graph.layer_position(int(x)) for x in layers]
+    lpos = (list(range(graph.num_layers)) if layers is None else
+            [graph.layer_position(x) for x in index_array("layers", layers, expected=LAYER_IDS).tolist()])
     probs = graph.attention[_as_index(np.asarray(lpos))][:, :, _as_index(nodes), :]
     return HeadAttention(
         layout=graph.layout,

@@ -28,7 +28,8 @@ import numpy as np
 from flowlens.analysis.rows import query_tokens
 from flowlens.analysis.rollout import rollout_rows
 from flowlens.core.capture import AttentionPass, Capture
-from flowlens.core.graph import fuse_heads, heads_label
+from flowlens.core.checks import LAYER_IDS, STEP_IDS, check_choice, check_flag, check_residual, check_type, index_array
+from flowlens.core.graph import check_heads, fuse_heads, heads_label
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
 
@@ -37,18 +38,18 @@ METHODS = ("auto", "forward", "stacked", "per_step")
 
 def resolve_steps(capture: Capture, steps: str | int | Sequence[int] = "all") -> tuple[int, ...]:
     """Recorded step ids from "all", one step id, or a list (negative ids count from the last recorded)."""
+    check_type("capture", capture, Capture, "Load one with flowlens.load_capture(path).")
     if capture.num_steps == 0:
         raise FlowlensError("this capture recorded no denoising steps (suffix passes).")
     if isinstance(steps, str):
         if steps != "all":
             raise unknown_name_error("steps", steps, ("all",))
         return capture.step_ids
-    if isinstance(steps, (int, np.integer)):
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, (bool, np.bool_)):
         return (capture.step(int(steps)).step,)
-    out = tuple(capture.step(int(s)).step for s in steps)
-    if not out:
+    if isinstance(steps, Sequence | np.ndarray) and len(steps) == 0:
         raise FlowlensError("steps is empty; give 'all', a step index or a non-empty list.")
-    return out
+    return tuple(capture.step(int(s)).step for s in index_array("steps", steps, expected=STEP_IDS))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -182,18 +183,17 @@ def rollout_all_steps(
     Returns:
       StepRollout with values float64 [step, layer, query, token] (layer axis of 1 when not all_layers).
     """
-    if method not in METHODS:
-        raise unknown_name_error("method", method, METHODS)
-    if precision not in ("float32", "float64"):
-        raise unknown_name_error("precision", precision, ("float32", "float64"))
+    check_choice("method", method, METHODS)
+    check_choice("precision", precision, ("float32", "float64"))
     dt = np.dtype(precision).type
     if method == "stacked" and all_layers:
         raise FlowlensError(
             "method='stacked' gives the last layer only; use all_layers=False or method='forward'."
         )
-    r = 0.0 if residual is None else float(residual)
-    if not 0.0 <= r <= 1.0:
-        raise FlowlensError(f"residual must be in [0, 1] (0.5 in Abnar & Zuidema) or None, got {residual}.")
+    check_type("capture", capture, Capture, "Load one with flowlens.load_capture(path).")
+    r = check_residual(residual) or 0.0
+    all_layers = check_flag("all_layers", all_layers)
+    heads = check_heads(heads, keep=True)
     if isinstance(heads, str) and heads == "keep":
         raise FlowlensError("rollout needs fused heads; give heads='mean' (or 'max', 'min', a head, a list).")
     layout = capture.layout
@@ -205,7 +205,8 @@ def rollout_all_steps(
     if layers is None:
         layers = available
     else:
-        layers = sorted(check_index("layer", int(x), capture.num_layers, "layers") for x in layers)
+        ids = index_array("layers", layers, expected=LAYER_IDS)
+        layers = sorted(check_index("layer", x, capture.num_layers, "layers") for x in ids)
         missing = [x for x in layers if x not in available]
         if missing:
             raise FlowlensError(

@@ -32,6 +32,7 @@ from flowlens.analysis.head_roles import LN2, js_divergence
 from flowlens.analysis.heads import head_attention, head_stats
 from flowlens.analysis.step_rollout import StepRollout, resolve_steps, rollout_all_steps
 from flowlens.core.capture import Capture
+from flowlens.core.checks import check_type, index_array, real_array
 from flowlens.errors import FlowlensError
 
 _PER_STEP_FIELDS = ("step", "time")
@@ -141,6 +142,8 @@ def by_step(
     Returns:
       StepSeries of the per-step results (``.mean()`` for the aggregate).
     """
+    if not callable(analysis):
+        raise FlowlensError(f"analysis must be a function such as head_stats, got {type(analysis).__name__}.")
     ids = resolve_steps(capture, steps)
     results = tuple(analysis(capture, step=s, **kwargs) for s in ids)
     return StepSeries(
@@ -188,16 +191,21 @@ def step_evolution(maps: np.ndarray, steps: Sequence[int] | None = None) -> Step
     """Consecutive-step and to-mean distances of per-step maps.
 
     Args:
-      maps: float [step, ..., key]; each [..., key] slice is renormalised to a distribution over
+      maps: float [step, ..., key] (>= 0; NaN counts as 0); each [..., key] slice is renormalised to a distribution over
         ``key`` (so the comparison is about *where* mass goes); all-zero slices stay zero.
       steps: the step of each map (default 0..S-1).
     Returns:
       StepEvolution.
     """
-    maps = np.asarray(maps, dtype=np.float64)
-    if maps.ndim < 2 or maps.shape[0] < 1:
-        raise FlowlensError(f"maps must be [step, ..., key] with at least one step, got shape {maps.shape}.")
-    steps = tuple(range(maps.shape[0])) if steps is None else tuple(int(s) for s in steps)
+    maps = real_array("maps", maps, shape_hint="[step, ..., key]").astype(np.float64)
+    if maps.ndim < 2 or np.isinf(maps).any() or (maps < 0).any():
+        raise FlowlensError(
+            f"maps must be [step, ..., key] (2 axes or more) of non-negative masses (NaN where a key was "
+            f"removed, never inf), got shape {maps.shape} with values in [{np.nanmin(maps):.4g}, "
+            f"{np.nanmax(maps):.4g}]."
+        )
+    steps = (tuple(range(maps.shape[0])) if steps is None
+             else tuple(index_array("steps", steps, expected="a list of ints (one step id per map)").tolist()))
     if len(steps) != maps.shape[0]:
         raise FlowlensError(f"steps lists {len(steps)} steps but maps has {maps.shape[0]} on its step axis.")
     sums = np.nan_to_num(maps).sum(axis=-1, keepdims=True)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from flowlens.core.frame import FrameTransform  # noqa: F401  (re-exported for capture users)
+from flowlens.core.checks import LAYER_IDS, index_array
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, check_index
 
@@ -216,7 +217,8 @@ def resolve_layers(passes: Sequence[AttentionPass], layers: Sequence[int] | None
     available = sorted(set.intersection(*(set(p.layers) for p in passes)))
     if layers is None:
         return tuple(available)
-    chosen = [check_index("layer", int(x), num_layers, "layers") for x in layers]
+    ids = index_array("layers", layers, expected=LAYER_IDS)
+    chosen = [check_index("layer", x, num_layers, "layers") for x in ids]
     missing = [x for x in chosen if x not in available]
     if missing:
         raise FlowlensError(f"layer {missing[0]} was not recorded in {what}; recorded: {available}.")

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flowlens.core.capture import Capture, PassKind, resolve_layers
+from flowlens.core.capture import Capture, PassKind, check_probabilities, resolve_layers
+from flowlens.core.checks import LAYER_IDS, check_residual, check_type, index_array, real_array
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, check_index, did_you_mean, unknown_name_error
 
@@ -117,6 +118,9 @@ class TokenGraph:
       residual: r of ``rownorm((1 - r)·A + r·I)``; 0.0 means no residual.
       step: denoising step the suffix rows come from (None for a full pass).
       time: flow-matching time of that step.
+
+    Built directly, the fields are checked: attention must be finite probabilities in [0, 1]
+    (FlowlensError otherwise, so rollout never sees NaN or negative weights).
     """
 
     layout: TokenLayout
@@ -130,14 +134,17 @@ class TokenGraph:
     time: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.residual) <= 1.0:
-            raise FlowlensError(f"residual must be in [0, 1] (0.5 in Abnar & Zuidema), got {self.residual}.")
-        m = len(self.nodes)
-        if self.attention.shape[-2:] != (m, m) or self.attention.ndim not in (3, 4):
+        check_type("layout", self.layout, TokenLayout)
+        object.__setattr__(self, "residual", check_residual(self.residual) or 0.0)
+        object.__setattr__(self, "layers", tuple(index_array("layers", self.layers, expected=LAYER_IDS).tolist()))
+        m = len(index_array("nodes", self.nodes))
+        att = real_array("attention", self.attention, kinds="f", shape_hint="[layer, (head,) node, node]")
+        if att.shape[-2:] != (m, m) or att.ndim not in (3, 4) or len(self.layers) != att.shape[0]:
             raise FlowlensError(
-                f"attention must be [layer, node, node] or [layer, head, node, node] with node={m}, "
-                f"got shape {self.attention.shape}."
+                f"attention must be [layer, node, node] or [layer, head, node, node] with node={m} and "
+                f"layer={len(self.layers)} (one per entry of layers), got shape {att.shape}."
             )
+        check_probabilities(att, "attention", valid_rows=np.zeros(m, dtype=bool))  # row sums vary with fusion
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -161,6 +168,9 @@ class TokenGraph:
           residual: r in [0, 1] (None = 0, no residual).
           layers: model layers to include (default: every layer recorded in all passes used).
         """
+        check_type("capture", capture, Capture, "Load one with flowlens.load_capture(path).")
+        heads = check_heads(heads, keep=True)
+        residual = check_residual(residual)
         layout = capture.layout
         n, p_len = layout.n, layout.prefix_len
         valid = layout.valid
@@ -223,7 +233,8 @@ class TokenGraph:
     def from_attention(cls, layout: TokenLayout, attention: np.ndarray, *, heads="mean",
                        residual: float | None = 0.5) -> TokenGraph:
         """A graph from joint-pass attention ``[layer, head, n, n]`` over ``layout`` (all layers)."""
-        attention = np.asarray(attention, dtype=np.float32)
+        check_type("layout", layout, TokenLayout)
+        attention = real_array("attention", attention, shape_hint="[layer, head, n, n]").astype(np.float32, copy=False)
         if attention.ndim != 4 or attention.shape[2:] != (layout.n, layout.n):
             raise FlowlensError(
                 f"attention must be [layer, head, {layout.n}, {layout.n}] for this layout, got {attention.shape}."

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowlens.core.checks import check_type, real_array
 from flowlens.core.layout import TokenLayout
 from flowlens.core.segments import ImageSegment
 from flowlens.errors import FlowlensError, unknown_name_error
@@ -26,13 +27,18 @@ __all__ = ["camera_segment", "patch_grid"]
 def camera_segment(layout: TokenLayout, camera: str | int = 0) -> ImageSegment:
     """The image segment of ``camera`` (name, or index among the layout's cameras)."""
     cams = layout.cameras
-    if isinstance(camera, (int, np.integer)):
+    if isinstance(camera, (int, np.integer)) and not isinstance(camera, (bool, np.bool_)):
         if not 0 <= camera < len(cams):
             raise FlowlensError(
                 f"camera {camera} out of range: this layout has {len(cams)} cameras "
                 f"{[c.name for c in cams]} (0–{len(cams) - 1})."
             )
         return cams[int(camera)]
+    if not isinstance(camera, str):
+        raise FlowlensError(
+            f"camera must be a camera name {[c.name for c in cams]} or an index, got {camera!r} "
+            f"({type(camera).__name__})."
+        )
     for seg in cams:
         if seg.name == camera:
             return seg
@@ -48,8 +54,9 @@ def patch_grid(scores: np.ndarray, layout: TokenLayout, camera: str | int = 0) -
     Returns:
       float64 [..., rows, cols], row-major as SigLIP flattens patches.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.shape[-1] != layout.n:
+    check_type("layout", layout, TokenLayout)
+    scores = real_array("scores", scores, shape_hint="[..., token]").astype(np.float64)
+    if scores.ndim == 0 or scores.shape[-1] != layout.n:
         raise FlowlensError(
             f"scores must have one value per token ({layout.n}) on the last axis, got shape {scores.shape}."
         )

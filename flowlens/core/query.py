@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from flowlens.core.checks import index_array
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, did_you_mean
 
@@ -79,15 +80,17 @@ def select_query(layout: TokenLayout, query: str | int | Sequence[int] | np.ndar
 
     Args:
       layout: the token layout the query refers to.
-      query: a query name (see the module docstring: "action:0", "actions", "last", "state") or
-        layout token index / indices (returned as given; the caller checks they are nodes / rows).
+      query: a query name (see the module docstring: "action:0", "actions", "last", "state"),
+        layout token index / indices (ints, returned as given; the caller checks they are nodes /
+        rows) or a bool mask with one flag per layout token. Floats (1.7, even 1.0) are refused.
       **select: instead of ``query``, ``layout.select`` keywords (``kind=``, ``horizon=``, ``group=``
         ...). With neither: every action token.
     Returns:
       int64 [query] layout token indices.
     Raises:
       FlowlensError: unknown name (with a suggestion), a name the layout cannot serve (no state
-        token, action index out of range), indices that are not a flat list of ints, or both
+        token, action index out of range), indices that are not a flat list of ints (or a mask of
+        ``layout.n`` bools), or both
         ``query`` and keywords.
     """
     if query is None:
@@ -96,10 +99,5 @@ def select_query(layout: TokenLayout, query: str | int | Sequence[int] | np.ndar
         raise FlowlensError("give either query (token indices or a query name) or selection keywords, not both.")
     if isinstance(query, str):
         return _named_tokens(layout, parse_query(query))
-    tokens = np.atleast_1d(np.asarray(query))
-    if tokens.ndim != 1 or tokens.size == 0 or not np.issubdtype(tokens.dtype, np.integer):
-        raise FlowlensError(
-            f"query must be a query name {list(QUERY_FORMS)} or a non-empty list of token indices, "
-            f"got {query!r}."
-        )
-    return tokens.astype(np.int64)
+    return index_array("query", query, size=layout.n,
+                       expected=f"a query name {list(QUERY_FORMS)} or a non-empty list of token indices")

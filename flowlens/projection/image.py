@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from flowlens.core.checks import check_flag, check_type, real_array
 from flowlens.core.patches import camera_segment, patch_grid
 from flowlens.core.segments import ImageSegment
 from flowlens.errors import FlowlensError
@@ -38,7 +39,9 @@ def frame_heatmap(grid: np.ndarray, segment: ImageSegment, *, smooth: bool = Tru
     and letterbox undone), then the grid is sampled there: bilinear between patch centres when
     ``smooth`` (default), else the value of the patch containing it.
     """
-    grid = np.asarray(grid, dtype=np.float64)
+    check_type("segment", segment, ImageSegment, "Get one with flowlens.core.camera_segment(layout, camera).")
+    smooth = check_flag("smooth", smooth)
+    grid = real_array("grid", grid, ndim=2, shape_hint="[rows, cols]").astype(np.float64)
     if grid.shape != tuple(segment.grid):
         raise FlowlensError(f"grid must be {tuple(segment.grid)} for camera {segment.name!r}, got {grid.shape}.")
     fh, fw = segment.transform.frame_size

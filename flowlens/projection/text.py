@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from flowlens.core.checks import check_type, real_array
 from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError
 
@@ -56,7 +57,8 @@ def word_scores(scores: np.ndarray, layout: TokenLayout) -> WordScores:
     Args:
       scores: float [token] over the whole layout (NaN at removed tokens).
     """
-    scores = np.asarray(scores, dtype=np.float64)
+    check_type("layout", layout, TokenLayout)
+    scores = real_array("scores", scores, ndim=1, shape_hint=f"[{layout.n}]").astype(np.float64)
     if scores.shape != (layout.n,):
         raise FlowlensError(f"scores must be [{layout.n}] (one per token of the layout), got {scores.shape}.")
     text = layout.text

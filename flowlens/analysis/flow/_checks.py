@@ -3,16 +3,18 @@ what was received, a fix)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
+from flowlens.core.checks import check_residual as check_residual  # one residual check for all entries
+from flowlens.core.checks import index_array, real_array
 from flowlens.errors import FlowlensError, check_index
 
 
 def check_attention(attention, *, fused: bool) -> np.ndarray:
-    """Return ``attention`` as an ndarray after checking rank, squareness, finiteness and sign."""
-    a = np.asarray(attention)
+    """Return ``attention`` as an ndarray after checking dtype, rank, squareness, finiteness and range [0, 1]."""
+    a = real_array("attention", attention)
     want = "(layer, query, key)" if fused else "(layer, head, query, key)"
     rank = 3 if fused else 4
     if a.ndim != rank or a.shape[-1] != a.shape[-2] or min(a.shape, default=0) == 0:
@@ -38,21 +40,13 @@ def check_attention(attention, *, fused: bool) -> np.ndarray:
             f"attention must be non-negative (probabilities), got {a[tuple(bad)]} at index "
             f"{tuple(int(i) for i in bad)}; pass softmax outputs, not logits."
         )
-    return a
-
-
-def check_residual(residual) -> float | None:
-    if residual is None:
-        return None
-    try:
-        r = float(residual)
-    except (TypeError, ValueError):
-        raise FlowlensError(f"residual must be a float in [0, 1] or None, got {residual!r}.") from None
-    if not 0.0 <= r <= 1.0:
+    if (a > 1 + 1e-6).any():
+        bad = np.argwhere(a > 1 + 1e-6)[0]
         raise FlowlensError(
-            f"residual must be in [0, 1] (0.5 in Abnar & Zuidema; None or 0 for no residual), got {r}."
+            f"attention must hold probabilities in [0, 1], got {a[tuple(bad)]} at index "
+            f"{tuple(int(i) for i in bad)}; pass softmax outputs (not scores or sums of heads)."
         )
-    return r
+    return a
 
 
 def check_valid(valid, n: int) -> np.ndarray | None:
@@ -71,7 +65,7 @@ def check_valid(valid, n: int) -> np.ndarray | None:
 
 def token_positions(argument: str, tokens, n: int, position: np.ndarray, *, allow_none: bool = False,
                     what: str = "tokens") -> np.ndarray | None:
-    """Map token indices (negative from the end) to positions among valid tokens; check validity.
+    """Map token indices (negative from the end; or a bool mask [n]) to positions among valid tokens.
 
     ``position[token]`` is the compressed index of a valid token and -1 for an invalid one.
     """
@@ -79,13 +73,8 @@ def token_positions(argument: str, tokens, n: int, position: np.ndarray, *, allo
         if allow_none:
             return None
         raise FlowlensError(f"{argument} is required: pass token indices, e.g. {argument}=[{n - 1}].")
-    arr = np.atleast_1d(np.asarray(tokens))
-    if arr.ndim != 1 or arr.size == 0 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == object):
-        raise FlowlensError(
-            f"{argument} must be a non-empty int or sequence of ints (token indices), got {tokens!r}."
-        )
-    out = np.array([check_index(argument, int(t) if isinstance(t, (int, np.integer)) else t, n, what)
-                    for t in arr.tolist()], dtype=np.int64)
+    arr = index_array(argument, tokens, size=n)
+    out = np.array([check_index(argument, t, n, what) for t in arr.tolist()], dtype=np.int64)
     pos = position[out]
     if (pos < 0).any():
         bad = int(out[np.argmax(pos < 0)])
@@ -121,9 +110,7 @@ def check_layers_out(layers_out, num_layers: int) -> tuple[int, ...]:
                 f"got {layers_out!r}."
             )
         return tuple(range(num_layers))
-    items = [layers_out] if isinstance(layers_out, (int, np.integer)) else list(layers_out)
-    if not isinstance(layers_out, (int, np.integer, Sequence, np.ndarray)):
-        raise FlowlensError(f"layers_out must be 'all', an int or a sequence of ints, got {layers_out!r}.")
+    items = index_array("layers_out", layers_out, expected="'all', an int or a sequence of ints").tolist()
     return tuple(check_index("layers_out", k, num_layers, "node layers below the query") for k in items)
 
 

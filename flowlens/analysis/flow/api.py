@@ -36,6 +36,7 @@ import numpy as np
 from flowlens.analysis.flow import _checks
 from flowlens.analysis.flow.capacities import flow_capacities, fuse_heads, prune_capacities
 from flowlens.analysis.flow.solver import max_flows
+from flowlens.core.checks import check_flag
 from flowlens.core.graph import TokenGraph, check_heads
 from flowlens.core.query import select_query
 from flowlens.errors import FlowlensError
@@ -119,6 +120,7 @@ def _flow_from_capacities(C: np.ndarray, n: int, position: np.ndarray, *, query,
                else _checks.token_positions("sources", sources, n, position, what="tokens"))
     sets = _checks.check_source_sets(source_sets, n, position)
     layers = _checks.check_layers_out(layers_out, L)
+    normalize = check_flag("normalize", normalize)
     tol = _checks.check_tol(tol)
     prune = _checks.check_prune(prune)
     workers = _checks.check_workers(workers)
@@ -179,7 +181,8 @@ def attention_flow(
     Args:
       attention: float [layer, head, query, key] attention probabilities, or [layer, query, key]
         already head-fused (query == key == n tokens); numpy or jax arrays.
-      query: token index or indices of the queries, at the top node layer. Query names
+      query: token index or indices (ints) of the queries at the top node layer, or a bool mask
+        [token]; floats (1.7, even 1.0) are refused. Query names
         ("actions" ...) need a layout: use ``flow(TokenGraph.from_attention(layout, attention), ...)``.
       heads: "mean" (default), "max", "min", or an int head index (4-D attention only).
       residual: r in ``rownorm((1 - r)·A + r·I)``; 0.5 as in the paper, None/0 for none.
@@ -198,7 +201,8 @@ def attention_flow(
       FlowResult with ``values`` float64 [query_row, source] and bounds, set values and layer maps.
 
     Raises:
-      FlowlensError: bad shapes, non-finite or negative attention, indices out of range or invalid,
+      FlowlensError: bad shapes or dtypes, empty axes, attention not finite or outside [0, 1],
+        indices that are not ints (or a mask), out of range or invalid,
         residual outside [0, 1], unknown heads, heads other than "mean" for fused attention.
     """
     if np.ndim(attention) not in (3, 4):
@@ -226,6 +230,7 @@ def attention_flow(
     r = _checks.check_residual(residual)
     n = a.shape[-1]
     v = _checks.check_valid(valid, n)
+    renormalize = None if renormalize is None else check_flag("renormalize", renormalize)
     C = flow_capacities(a, heads=heads, residual=r, valid=v, renormalize=renormalize, fused=fused)
     return _flow_from_capacities(C, n, _positions(v, n), query=query, sources=sources,
                                  normalize=normalize, source_sets=source_sets, layers_out=layers_out,
