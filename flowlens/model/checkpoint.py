@@ -416,7 +416,14 @@ def infer_config(params: Mapping, config: str | Pi0Config | None = None, **overr
       FlowlensError: a foreign tree; a named config of the other variant (Pi0 vs Pi0.5); an
         override of a shape-determined field that disagrees with the shapes.
     """
-    arch = infer_architecture(params)
+    return config_from_architecture(infer_architecture(params), config, **overrides)
+
+
+def config_from_architecture(
+    arch: Mapping[str, Any], config: str | Pi0Config | None = None, **overrides: Any
+) -> Pi0Config:
+    """The Pi0Config of an inferred architecture (:data:`INFERRED_FIELDS` → value), the rest from
+    ``config`` / ``overrides`` as in :func:`infer_config` (whichever layout the shapes came from)."""
     for key, value in overrides.items():
         if key in INFERRED_FIELDS and value != arch[key]:
             raise FlowlensError(
@@ -452,38 +459,69 @@ def load_checkpoint(
     path: str | os.PathLike,
     config: str | Pi0Config | None = None,
     *,
-    dtype: Any = "bfloat16",
+    dtype: Any = None,
     asset_id: str | None = None,
     strict: bool = False,
     **overrides: Any,
 ) -> Checkpoint:
-    """Load an openpi checkpoint: parameters, configuration and norm stats.
+    """Load a Pi0 / Pi0.5 checkpoint of any of three kinds: parameters, configuration, norm stats.
+
+    Kinds (recognised from the folder, not its name): an openpi JAX checkpoint (``params/``, orbax);
+    an openpi-PyTorch one (``model.safetensors`` + ``config.json`` + ``assets/``, from openpi's
+    converter); a LeRobot ``pi0`` / ``pi05`` policy (``model.safetensors`` with ``model.`` names,
+    LeRobot's ``config.json`` and processor files). See :mod:`flowlens.model.torch_checkpoint`.
 
     Args:
-      path: ``<ckpt>`` or ``<ckpt>/params``.
+      path: ``<ckpt>``, ``<ckpt>/params`` or ``<ckpt>/model.safetensors``.
       config: registry name or Pi0Config for the non-shape settings (see :func:`infer_config`);
         the architecture always comes from the shapes. None: a full-size openpi checkpoint whose
         directory name or norm-stats asset id mentions "libero" gets ``pi0_libero`` /
         ``pi05_libero`` (10 actions for Pi0.5); otherwise as :func:`infer_config`.
-      dtype: parameter dtype on read ("bfloat16", "float32", None = as stored).
+      dtype: the one dtype choice, "bfloat16" or "float32": parameters are cast to it on read *and*
+        the model computes in it (``config.dtype``). None: the config's compute dtype for both.
       asset_id: which ``assets/<asset_id>/norm_stats.json`` to read (None: the only one).
       strict: parameters the model does not use are an error instead of a warning.
-      **overrides: Pi0Config fields (action_horizon, max_token_len, num_steps, dtype of compute...).
+      **overrides: Pi0Config fields (action_horizon, max_token_len, num_steps...), not ``dtype``.
 
     Raises:
       FlowlensError: missing directory, foreign tree, mismatched shapes (first offending keys with
-        expected and found shapes).
+        expected and found shapes, and the kind of checkpoint recognised).
     """
+    if "dtype" in overrides:  # pragma: no cover - Python binds dtype= to the keyword
+        raise FlowlensError("pass the compute dtype as dtype=, not as a config override.")
+    if dtype is not None:
+        _as_dtype(dtype)
+        if str(np.dtype(_as_dtype(dtype))) not in ("bfloat16", "float32"):
+            raise FlowlensError(f"dtype must be 'bfloat16' or 'float32' (params and compute), got {dtype!r}.")
+        overrides["dtype"] = str(np.dtype(_as_dtype(dtype)))
+    from flowlens.model.torch_checkpoint import read_torch_checkpoint, weights_file
+
+    if not str(path).startswith(("gs://", "s3://", "http://", "https://")) and weights_file(path) is not None:
+        known = overrides.get("dtype") or (get_config(config).dtype if config is not None else None)
+        flat, cfg, stats, _ = read_torch_checkpoint(path, config, param_dtype=known, **overrides)
+        params = jax_tree_cast(traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()}),
+                               cfg.dtype)
+        root = weights_file(path).parent
+        return Checkpoint(params=check_params(params, cfg, strict=strict), config=cfg, norm_stats=stats, path=root)
     pdir = resolve_params_dir(path)
     root = pdir.parent if pdir.name == "params" else pdir
     stats_file = find_norm_stats(root, asset_id)
-    params = load_params(pdir, dtype=dtype)
+    params = load_params(pdir, dtype=None)
     if config is None:
         config = _libero_guess(params, root, stats_file)
     cfg = infer_config(params, config, **overrides)
-    params = check_params(params, cfg, strict=strict)
+    params = jax_tree_cast(check_params(params, cfg, strict=strict), cfg.dtype)
     stats = load_norm_stats(stats_file) if stats_file is not None else None
     return Checkpoint(params=params, config=cfg, norm_stats=stats, path=root)
+
+
+def jax_tree_cast(params: Mapping, dtype: str) -> dict:
+    """Every floating array of a nested dict in ``dtype`` (arrays already in it are kept, not copied)."""
+    want = _as_dtype(dtype)
+    flat = traverse_util.flatten_dict(dict(params))
+    return traverse_util.unflatten_dict(
+        {k: np.asarray(v).astype(want, copy=False) if np.asarray(v).dtype != want else v for k, v in flat.items()}
+    )
 
 
 def _libero_guess(params: Mapping, root: pathlib.Path, stats_file: pathlib.Path | None) -> str | None:
