@@ -109,8 +109,8 @@ def _orbax():
         import orbax.checkpoint as ocp
     except ImportError:  # pragma: no cover - depends on the environment
         raise FlowlensError(
-            "reading or writing openpi checkpoints needs orbax-checkpoint; install it with "
-            "`pip install 'flowlens[orbax]'` (or `pip install orbax-checkpoint`)."
+            "reading or writing openpi JAX checkpoints needs orbax-checkpoint (a flowlens dependency that is "
+            "missing from this environment); install it with `pip install orbax-checkpoint`."
         ) from None
     return ocp
 

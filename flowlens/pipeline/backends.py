@@ -222,13 +222,14 @@ def _load_checkpoint_backend(path: str, *, tokenizer: str | None, config: str | 
     if not ckpt.exists():
         raise FlowlensError(
             f"checkpoint {path!r} does not exist. Pass --checkpoint with an openpi checkpoint directory (the "
-            "folder holding params/), builtin:tabletop for the embedded model, or synthetic to run "
-            "without a model."
+            "folder holding params/), a PyTorch one (openpi's converter or LeRobot: the folder holding "
+            "model.safetensors), builtin:tabletop for the embedded model, or synthetic to run without a model."
         )
-    if not ckpt.is_dir():
+    if not ckpt.is_dir() and ckpt.suffix != ".safetensors":
         raise FlowlensError(
-            f"checkpoint {path!r} is a file, but flowlens reads openpi checkpoint directories (the "
-            "folder holding params/ and assets/). Pass that directory, builtin:tabletop, or synthetic."
+            f"checkpoint {path!r} is a file, but flowlens reads checkpoint directories (openpi: the folder "
+            "holding params/ and assets/; PyTorch / LeRobot: the folder holding model.safetensors) or a "
+            ".safetensors file. Pass one of those, builtin:tabletop, or synthetic."
         )
     from flowlens.model import Pi0Model
     from flowlens.model.checkpoint import load_checkpoint
@@ -251,7 +252,8 @@ def _load_checkpoint_backend(path: str, *, tokenizer: str | None, config: str | 
         raise FlowlensError(
             f"could not read checkpoint {path!r} ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}). "
-            "Is it an openpi checkpoint directory (params/ written by orbax)?"
+            "Is it an openpi checkpoint directory (params/ written by orbax) or a PyTorch / LeRobot one "
+            "(model.safetensors)?"
         ) from None
     cfg = loaded.config
     tok = PaligemmaTokenizer(tok_path, max_len=cfg.max_token_len)
@@ -301,7 +303,8 @@ def load_backend(
     """The backend named by a ``--checkpoint`` value.
 
     Args:
-      checkpoint: "synthetic" (or "synthetic:pi05"), "builtin:<name>", or an openpi checkpoint directory.
+      checkpoint: "synthetic" (or "synthetic:pi05"), "builtin:<name>", an openpi checkpoint directory
+        (orbax ``params/``), or a PyTorch one (openpi converter / LeRobot: ``model.safetensors``).
       tokenizer: PaliGemma SentencePiece file for real checkpoints (default: $FLOWLENS_TOKENIZER or
         openpi's cache).
       config: registry name (pi0_libero, pi05_libero, ...) for what parameter shapes cannot tell.
