@@ -80,8 +80,14 @@ def is_lerobot_root(path: Path) -> bool:
 
 
 def lerobot_episodes(root: str | os.PathLike) -> list[int]:
-    """Episode indices of a LeRobot v2 dataset (from episodes.jsonl, else 0..total_episodes-1)."""
+    """Episode indices of a LeRobot dataset (v2: episodes.jsonl, else 0..total_episodes-1; v3: its
+    episode metadata files)."""
     root = Path(root)
+    if str(read_json(root / "meta" / "info.json", what="LeRobot dataset info").get("codebase_version", "")
+           ).startswith("v3"):
+        from flowlens.io.sources.lerobot_v3 import lerobot_v3_episodes
+
+        return lerobot_v3_episodes(root)
     info = _read_info(root)
     ep_file = root / "meta" / "episodes.jsonl"
     if ep_file.is_file():
@@ -94,8 +100,8 @@ def _read_info(root: Path) -> dict:
     version = str(info.get("codebase_version", ""))
     if not version.startswith("v2"):
         raise FlowlensError(
-            f"LeRobot dataset {str(root)!r} has codebase_version {version!r}; flowlens reads v2.x (one "
-            "parquet file per episode). Convert it with LeRobot's v3→v2 tools or export the episode as MP4."
+            f"LeRobot dataset {str(root)!r} has codebase_version {version!r}; this reader takes v2.x (one "
+            "parquet file per episode). Open it with open_episode (v3.x: LeRobotV3EpisodeSource)."
         )
     return info
 
