@@ -25,7 +25,7 @@ import mmap
 import os
 import pathlib
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import ml_dtypes
 import numpy as np
@@ -150,17 +150,39 @@ def write_safetensors(
     Raises:
       FlowlensError: an array dtype the format has no code for, or a duplicate name.
     """
-    items = list(tensors.items()) if isinstance(tensors, Mapping) else list(tensors)
+    items = dict(tensors.items() if isinstance(tensors, Mapping) else tensors)
+    specs = [(name, tuple(a.shape), a.dtype) for name, a in items.items()]
+    return write_safetensors_streamed(path, specs, items.__getitem__, metadata=metadata)
+
+
+def write_safetensors_streamed(
+    path: str | os.PathLike,
+    specs: Iterable[tuple[str, tuple[int, ...], np.dtype]],
+    produce: Callable[[str], np.ndarray],
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> pathlib.Path:
+    """Write a safetensors file whose tensors are made one at a time by ``produce(name)``.
+
+    ``specs`` lists ``(name, shape, dtype)`` in file order (the header comes first); each array
+    ``produce`` returns must match its spec, and is dropped once written, so writing needs one
+    tensor's memory, not the whole file's.
+
+    Raises:
+      FlowlensError: a dtype the format has no code for, a duplicate name, or a produced array
+        that does not match its spec.
+    """
+    specs = list(specs)
     header: dict[str, object] = {}
     offset = 0
-    for name, arr in items:
-        dt = np.dtype(arr.dtype).newbyteorder("<") if np.dtype(arr.dtype).byteorder == ">" else np.dtype(arr.dtype)
+    for name, shape, dtype in specs:
+        dt = np.dtype(dtype).newbyteorder("=")
         if dt not in _CODES:
-            raise FlowlensError(f"tensor {name!r} has dtype {arr.dtype}; safetensors takes {sorted(DTYPES)}.")
+            raise FlowlensError(f"tensor {name!r} has dtype {dtype}; safetensors takes {sorted(DTYPES)}.")
         if name in header:
             raise FlowlensError(f"tensor name {name!r} appears twice; names must be unique.")
-        size = int(np.prod(arr.shape)) * dt.itemsize
-        header[name] = {"dtype": _CODES[dt], "shape": list(arr.shape), "data_offsets": [offset, offset + size]}
+        size = int(np.prod(shape)) * dt.itemsize
+        header[name] = {"dtype": _CODES[dt], "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     if metadata:
         header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}, **header}
@@ -172,11 +194,19 @@ def write_safetensors(
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
-        for _, arr in items:
+        for name, shape, dtype in specs:
+            arr = np.asarray(produce(name))
+            if tuple(arr.shape) != tuple(shape) or np.dtype(arr.dtype).newbyteorder("=") != np.dtype(dtype).newbyteorder("="):
+                f.close()
+                tmp.unlink()
+                raise FlowlensError(
+                    f"tensor {name!r}: produced {arr.dtype} {arr.shape}, but the header says {dtype} {tuple(shape)}."
+                )
             little = np.ascontiguousarray(arr).astype(np.dtype(arr.dtype).newbyteorder("<"), copy=False)
             f.write(little.reshape(-1).view(np.uint8).data)
+            del arr, little
     os.replace(tmp, out)
     return out
 
 
-__all__ = ["DTYPES", "SafetensorsFile", "write_safetensors"]
+__all__ = ["DTYPES", "SafetensorsFile", "write_safetensors", "write_safetensors_streamed"]

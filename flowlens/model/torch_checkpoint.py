@@ -35,10 +35,10 @@ import numpy as np
 from flowlens.errors import FlowlensError
 from flowlens.model.config import GEMMA_2B, GEMMA_300M, GEMMA_DUMMY, GemmaConfig, Pi0Config, SiglipConfig, get_config
 from flowlens.model.norm_stats import NormStats, find_norm_stats, load_norm_stats, save_norm_stats
-from flowlens.model.safetensors_io import SafetensorsFile, write_safetensors
+from flowlens.model.safetensors_io import SafetensorsFile, write_safetensors_streamed
 from flowlens.model.torch_layout import (
     EXPERT, LANGUAGE, PROJECTOR, TIED_EMBEDDING, UNUSED_PREFIXES, VISION, canonical_name, from_torch_array,
-    to_torch, torch_rules, torch_shape,
+    torch_rules, torch_shape, torch_tensors,
 )
 
 WEIGHTS_FILE = "model.safetensors"
@@ -257,11 +257,12 @@ def save_torch_checkpoint(
         raise FlowlensError(f"layout must be 'openpi' or 'lerobot', got {layout!r}.")
     root = pathlib.Path(directory).expanduser()
     flat = {k: np.asarray(v) for k, v in flatten_params(params).items()}
-    tensors = to_torch(flat, config, prefix=LEROBOT_PREFIX if layout == "lerobot" else "")
+    specs, produce = torch_tensors(flat, config, prefix=LEROBOT_PREFIX if layout == "lerobot" else "")
     heads = {"num_heads": config.paligemma.num_heads, "num_kv_heads": config.paligemma.num_kv_heads,
              "head_dim": config.paligemma.head_dim, "siglip_heads": config.siglip.num_heads}
-    write_safetensors(root / WEIGHTS_FILE, tensors, metadata={"format": "pt", "flowlens.heads": json.dumps(heads)})
-    dtype = str(next(iter(tensors.values())).dtype)
+    write_safetensors_streamed(root / WEIGHTS_FILE, specs, produce,
+                               metadata={"format": "pt", "flowlens.heads": json.dumps(heads)})
+    dtype = str(specs[0][2])
     if layout == "openpi":
         cfg_json = {"action_dim": config.action_dim, "action_horizon": config.action_horizon,
                     "paligemma_variant": "custom", "action_expert_variant": "custom", "precision": dtype}

@@ -27,7 +27,7 @@ Example::
 
     rules = torch_rules(get_config("pi05"))
     len(rules)                     # one per PyTorch tensor
-    to_torch(params, config)       # {"action_in_proj.weight": [1024, 32], ...}
+    specs, produce = torch_tensors(flat_params, config)   # [("action_in_proj.weight", (1024, 32), f32), ...]
 """
 
 from __future__ import annotations
@@ -194,27 +194,35 @@ def canonical_name(name: str, prefix: str = "") -> str:
     return name
 
 
-def to_torch(params: Mapping[str, np.ndarray], config: Pi0Config, *, prefix: str = "") -> dict[str, np.ndarray]:
-    """openpi flat params (``"a/b/c" → array``) → ``{prefix + torch name: array}`` in rule order.
+def torch_tensors(params: Mapping[str, np.ndarray], config: Pi0Config, *, prefix: str = ""):
+    """The PyTorch tensors of openpi flat params (``"a/b/c" → array``), made one at a time.
 
-    Each tensor is a contiguous copy in the parameter's dtype.
+    Returns:
+      ``(specs, produce)``: ``[(prefix + torch name, shape, dtype)]`` in rule order, and
+      ``produce(name)`` → that tensor as a contiguous array in the parameter's dtype.
 
     Raises:
       FlowlensError: a parameter the layout needs is missing (named).
     """
-    missing = sorted({r.key for r in torch_rules(config) if r.key not in params})
+    rules = torch_rules(config)
+    missing = sorted({r.key for r in rules if r.key not in params})
     if missing:
         raise FlowlensError(
             f"cannot export to the PyTorch layout: the parameters lack {missing[:8]} (config "
             f"{config.name!r}, {config.variant}). Pass the params the config describes."
         )
-    return {
-        prefix + r.torch: np.ascontiguousarray(to_torch_array(r.kind, np.asarray(params[r.key])[r.index]))
-        for r in torch_rules(config)
-    }
+    by_name = {prefix + r.torch: r for r in rules}
+    specs = [(name, torch_shape(r.kind, tuple(np.shape(params[r.key]))[len(r.index):]), np.asarray(params[r.key]).dtype)
+             for name, r in by_name.items()]
+
+    def produce(name: str) -> np.ndarray:
+        r = by_name[name]
+        return np.ascontiguousarray(to_torch_array(r.kind, np.asarray(params[r.key])[r.index]))
+
+    return specs, produce
 
 
 __all__ = [
     "ALIASES", "EXPERT", "LANGUAGE", "PROJECTOR", "Rule", "TIED_EMBEDDING", "UNUSED_PREFIXES", "VISION",
-    "canonical_name", "from_torch_array", "to_torch", "to_torch_array", "torch_rules", "torch_shape",
+    "canonical_name", "from_torch_array", "to_torch_array", "torch_tensors", "torch_rules", "torch_shape",
 ]
