@@ -56,7 +56,7 @@ class Checkpoint:
       params: the pure nested parameter dict (numpy arrays), openpi's paths.
       config: the architecture inferred from the shapes plus the non-shape settings.
       norm_stats: "state" / "actions" → NormStats, or None when the checkpoint has none.
-      path: the checkpoint directory (the one holding ``params/``).
+      path: the checkpoint directory (the one holding ``params/`` or ``model.safetensors``).
     """
 
     params: dict
@@ -498,7 +498,8 @@ def load_checkpoint(
 
     if not str(path).startswith(("gs://", "s3://", "http://", "https://")) and weights_file(path) is not None:
         known = overrides.get("dtype") or (get_config(config).dtype if config is not None else None)
-        flat, cfg, stats, _ = read_torch_checkpoint(path, config, param_dtype=known, **overrides)
+        flat, cfg, stats, _ = read_torch_checkpoint(path, config, param_dtype=known, asset_id=asset_id,
+                                                    **overrides)
         params = jax_tree_cast(traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()}),
                                cfg.dtype)
         root = weights_file(path).parent

@@ -160,7 +160,8 @@ def _lerobot_stats(root: pathlib.Path) -> dict[str, NormStats] | None:
 
 
 def read_torch_checkpoint(
-    path: str | os.PathLike, config: str | Pi0Config | None = None, *, param_dtype: Any = None, **overrides: Any
+    path: str | os.PathLike, config: str | Pi0Config | None = None, *, param_dtype: Any = None,
+    asset_id: str | None = None, **overrides: Any
 ) -> tuple[dict[str, np.ndarray], Pi0Config, dict[str, NormStats] | None, str]:
     """Read a PyTorch-layout checkpoint into openpi's flat parameter dict.
 
@@ -168,6 +169,7 @@ def read_torch_checkpoint(
       path: the folder holding ``model.safetensors`` (or the file).
       config: registry name / Pi0Config for non-shape settings and head counts (None: inferred).
       param_dtype: numpy dtype for the parameters (None: as stored).
+      asset_id: which ``assets/<asset_id>/norm_stats.json`` to read (None: the only one).
       **overrides: Pi0Config fields (win over config.json's).
 
     Returns:
@@ -228,7 +230,7 @@ def read_torch_checkpoint(
             del t
             st.release(names[r.torch])
     stats = _lerobot_stats(root) if kind == "lerobot" else None
-    if stats is None and (f := find_norm_stats(root)) is not None:
+    if stats is None and (f := find_norm_stats(root, asset_id)) is not None:
         stats = load_norm_stats(f)
     return out, cfg, stats, kind
 
