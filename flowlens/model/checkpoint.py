@@ -278,6 +278,21 @@ def _shape(x: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in np.shape(x))
 
 
+def shape_problems(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """One line per name of ``expected`` that ``found`` lacks or holds in another shape."""
+    return [
+        f"{k}: expected {shape}, found nothing (missing)" if k not in found else f"{k}: expected {shape}, found {found[k]}"
+        for k, shape in expected.items()
+        if found.get(k) != shape
+    ]
+
+
+def listing(problems: list[str]) -> str:
+    """The first problems, one per indented line, and how many more there are."""
+    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+    return "\n  " + "\n  ".join(problems[:_MAX_LISTED]) + more
+
+
 def check_params(params: Mapping, config: Pi0Config, *, strict: bool = False) -> dict:
     """Validate ``params`` against ``config``'s expected shapes; return the params, extras dropped.
 
@@ -293,12 +308,7 @@ def check_params(params: Mapping, config: Pi0Config, *, strict: bool = False) ->
     """
     flat = flatten_params(params)
     expected = model_param_shapes(config)
-    problems = []
-    for key, shape in sorted(expected.items()):
-        if key not in flat:
-            problems.append(f"{key}: expected {shape}, found nothing (missing)")
-        elif _shape(flat[key]) != shape:
-            problems.append(f"{key}: expected {shape}, found {_shape(flat[key])}")
+    problems = shape_problems(dict(sorted(expected.items())), {k: _shape(v) for k, v in flat.items()})
     extra = [k for k in flat if k not in expected]
     if strict:
         problems += [
@@ -306,11 +316,9 @@ def check_params(params: Mapping, config: Pi0Config, *, strict: bool = False) ->
             for k in sorted(extra)
         ]
     if problems:
-        listed = "\n  ".join(problems[:_MAX_LISTED])
-        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
         raise FlowlensError(
             f"the parameters do not fit config {config.name!r} ({config.variant}; {len(expected)} expected "
-            f"arrays, {len(flat)} given, {len(problems)} problems):\n  {listed}{more}\n"
+            f"arrays, {len(flat)} given, {len(problems)} problems):{listing(problems)}\n"
             "Fix: pass the config the checkpoint was trained with, or config=None to infer it from the "
             "shapes (infer_config)."
         )

@@ -46,7 +46,6 @@ LEROBOT_PREFIX = "model."
 _VARIANTS = {"gemma_2b": GEMMA_2B, "gemma_300m": GEMMA_300M, "dummy": GEMMA_DUMMY,
              "gemma_2b_lora": GEMMA_2B, "gemma_300m_lora": GEMMA_300M}
 _SIGLIP_HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}  # S, B, L, So400m
-_MAX_LISTED = 12
 
 
 def weights_file(path: str | os.PathLike) -> pathlib.Path | None:
@@ -179,7 +178,7 @@ def read_torch_checkpoint(
     Raises:
       FlowlensError: naming the kind recognised and the missing / mis-shaped tensors.
     """
-    from flowlens.model.checkpoint import _as_dtype, config_from_architecture
+    from flowlens.model.checkpoint import _as_dtype, config_from_architecture, expected_param_shapes, listing, shape_problems
 
     file = weights_file(path)
     if file is None:
@@ -193,28 +192,19 @@ def read_torch_checkpoint(
         prefix = LEROBOT_PREFIX if kind == "lerobot" else ""
         where = f"{file} ({kind} layout)"
         names = {canonical_name(k, prefix): k for k in st.keys()}
-        shapes = {k: st.shape(v) for k, v in names.items()}
         if LANGUAGE + "embed_tokens.weight" not in names and TIED_EMBEDDING in names:
             names[LANGUAGE + "embed_tokens.weight"] = names[TIED_EMBEDDING]
+        shapes = {k: st.shape(v) for k, v in names.items()}
         arch = infer_torch_architecture(shapes, _heads_hint(hint, cfg_json, st.metadata), where)
         cfg = config_from_architecture(arch, hint, **{**_json_overrides(kind, cfg_json), **overrides})
-        from flowlens.model.checkpoint import expected_param_shapes
-
         expected = expected_param_shapes(cfg)
         rules = torch_rules(cfg)
-        problems = []
-        for r in rules:
-            want = torch_shape(r.kind, expected[r.key][len(r.index):])
-            if r.torch not in names:
-                problems.append(f"{prefix}{r.torch}: expected {want}, found nothing (missing)")
-            elif shapes[r.torch] != want:
-                problems.append(f"{prefix}{r.torch}: expected {want}, found {shapes[r.torch]}")
+        problems = shape_problems({prefix + r.torch: torch_shape(r.kind, expected[r.key][len(r.index):]) for r in rules},
+                                  {prefix + k: shapes[k] for k in names})
         if problems:
-            listed = "\n  ".join(problems[:_MAX_LISTED])
-            more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
             raise FlowlensError(
-                f"{where}: recognised a {cfg.variant} checkpoint, but {len(problems)} tensors do not fit it:\n  "
-                f"{listed}{more}\nFix: pass the config it was trained with (config=), or re-export the checkpoint."
+                f"{where}: recognised a {cfg.variant} checkpoint, but {len(problems)} tensors do not fit it:"
+                f"{listing(problems)}\nFix: pass the config it was trained with (config=), or re-export the checkpoint."
             )
         used = {r.torch for r in rules} | {TIED_EMBEDDING}
         extra = [k for k in names if k not in used and not k.startswith(UNUSED_PREFIXES)]

@@ -192,6 +192,24 @@ def test_pi05_is_recognised_from_the_keys_not_the_folder_name(tmp_path):
         load_checkpoint(tmp_path / "pi0_not_pi05", "test_tiny")
 
 
+def test_tied_embedding_and_older_transformers_names(tmp_path):
+    """The token embedding saved under the tied lm_head name; PaliGemma submodules under the names of
+    older transformers releases (``paligemma.language_model.model.``, ``paligemma.vision_tower.``)."""
+    params = kit.params("test_tiny")
+    tensors = write_layout(tmp_path / "ck", params, "test_tiny", "lerobot")
+    old = {}
+    for k, v in tensors.items():
+        k = k.replace("paligemma.model.language_model.embed_tokens.", "paligemma.lm_head.")
+        k = k.replace("paligemma.model.language_model.", "paligemma.language_model.model.")
+        old[k.replace("paligemma.model.vision_tower.", "paligemma.vision_tower.")] = v
+    old["model.paligemma_with_expert.gemma_expert.lm_head.weight"] = np.zeros((3, 32), np.float32)  # ignored
+    assert "model.paligemma_with_expert.paligemma.lm_head.weight" in old
+    _st_write(tmp_path / "ck" / "model.safetensors", old)
+    got = flatten_params(load_checkpoint(tmp_path / "ck", "test_tiny").params)
+    for k, v in flatten_params(params).items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+
+
 def test_errors_name_the_kind_and_the_bad_tensors(tmp_path):
     tensors = write_layout(tmp_path / "ck", kit.params("test_tiny"), "test_tiny", "lerobot")
     bad = dict(tensors)

@@ -36,7 +36,7 @@ from flowlens.errors import FlowlensError
 from flowlens.io.files import read_json
 from flowlens.io.sources.base import MODEL_SIZE
 from flowlens.io.sources.lerobot import (
-    ACTION_COLUMNS, CAMERA_COLUMNS, STATE_COLUMNS, LeRobotEpisodeSource, _ranges, _trusted_root,
+    ACTION_COLUMNS, STATE_COLUMNS, LeRobotEpisodeSource, _trusted_root, by_frame_index, choose_episode, pick_cameras,
 )
 from flowlens.io.sources.video import VideoReader
 
@@ -103,7 +103,7 @@ class LeRobotV3EpisodeSource(LeRobotEpisodeSource):
 
     kind = "lerobot"
 
-    def __init__(  # noqa: PLR0912 - one pass over the documented layout
+    def __init__(
         self,
         root: str | os.PathLike,
         episode: int | None = None,
@@ -116,19 +116,8 @@ class LeRobotV3EpisodeSource(LeRobotEpisodeSource):
         self.root = root = Path(root)
         info = read_json(root / "meta" / "info.json", what="LeRobot dataset info")
         episodes = episode_table(root)
-        if episode is None:
-            if len(episodes) != 1:
-                raise FlowlensError(
-                    f"LeRobot dataset {str(root)!r} has {len(episodes)} episodes ({_ranges(sorted(episodes))}); "
-                    "pass episode=<index> (or open '<root>#<index>')."
-                )
-            episode = next(iter(episodes))
-        if episode not in episodes:
-            raise FlowlensError(
-                f"episode {episode} is not in LeRobot dataset {str(root)!r}; it has episodes {_ranges(sorted(episodes))}."
-            )
-        meta = episodes[int(episode)]
-        self.episode_index = int(episode)
+        self.episode_index = choose_episode(root, episode, sorted(episodes))
+        meta = episodes[self.episode_index]
         self._trusted = _trusted_root(root)
         rel = str(info.get("data_path", DEFAULT_DATA_PATH)).format(
             chunk_index=int(meta["data/chunk_index"]), file_index=int(meta["data/file_index"]))
@@ -137,26 +126,13 @@ class LeRobotV3EpisodeSource(LeRobotEpisodeSource):
         self.fps = float(info["fps"]) if info.get("fps") else None
         features = info.get("features", {})
         self._table = _read_table(self.path, "LeRobot data file", filters=[("episode_index", "=", self.episode_index)])
+        self._table = by_frame_index(self._table)
         names = set(self._table)
-        if "frame_index" in names:
-            order = np.argsort(np.asarray(self._table["frame_index"]), kind="stable")
-            self._table = {k: [v[i] for i in order] for k, v in self._table.items()}
         self._n = len(next(iter(self._table.values()))) if self._table else 0
         if self._n == 0:
             raise FlowlensError(f"LeRobot data file {str(self.path)!r} has no rows of episode {self.episode_index}.")
         columns = dict(columns or {})
-        self._cameras = {}
-        for cam, candidates in CAMERA_COLUMNS.items():
-            col = columns.get(cam) or next(
-                (c for c in candidates if c in names or features.get(c, {}).get("dtype") == "video"), None)
-            if col is not None:
-                self._cameras[cam] = col
-        if not self._cameras:
-            raise FlowlensError(
-                f"LeRobot v3 dataset {str(root)!r} has no camera column; looked for "
-                f"{[c for cs in CAMERA_COLUMNS.values() for c in cs]}, found {sorted(names)}. "
-                "Pass columns={'base_0_rgb': '<column>'}."
-            )
+        self._cameras = pick_cameras(names, features, columns, self.path)
         self._videos = {}
         for cam, col in self._cameras.items():
             if features.get(col, {}).get("dtype") == "video":
