@@ -281,7 +281,7 @@ def _shape(x: Any) -> tuple[int, ...]:
 def shape_problems(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]) -> list[str]:
     """One line per name of ``expected`` that ``found`` lacks or holds in another shape."""
     return [
-        f"{k}: expected {shape}, found nothing (missing)" if k not in found else f"{k}: expected {shape}, found {found[k]}"
+        f"{k}: expected {shape}, found " + ("nothing (missing)" if k not in found else str(found[k]))
         for k, shape in expected.items()
         if found.get(k) != shape
     ]

@@ -196,7 +196,8 @@ def write_safetensors_streamed(
         f.write(blob)
         for name, shape, dtype in specs:
             arr = np.asarray(produce(name))
-            if tuple(arr.shape) != tuple(shape) or np.dtype(arr.dtype).newbyteorder("=") != np.dtype(dtype).newbyteorder("="):
+            same_dtype = np.dtype(arr.dtype).newbyteorder("=") == np.dtype(dtype).newbyteorder("=")
+            if tuple(arr.shape) != tuple(shape) or not same_dtype:
                 f.close()
                 tmp.unlink()
                 raise FlowlensError(

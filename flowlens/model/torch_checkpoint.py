@@ -7,7 +7,8 @@ Two kinds of folder hold a ``model.safetensors``:
   ``paligemma_variant``, ``action_expert_variant``, ``precision``, and openpi's ``assets/``;
 * **lerobot** (``lerobot/pi0``, ``lerobot/pi05_base``): the same names under ``model.``, the full
   policy config in ``config.json`` (``type``, ``chunk_size``, ``tokenizer_max_length``, ...), and
-  normalisation in ``policy_preprocessor*.safetensors`` (``observation.state.mean`` ...).
+  normalisation in ``policy_preprocessor_step_<k>_normalizer_processor.safetensors``
+  (``observation.state.mean``, ``action.q01``, ...).
 
 The architecture comes from the tensor shapes (Pi0.5 iff the action expert's norms have adaRMS
 ``dense`` weights, never from the folder name); head counts, which the shapes of fused
@@ -145,7 +146,7 @@ def _json_overrides(kind: str, cfg_json: Mapping) -> dict[str, Any]:
 
 
 def _lerobot_stats(root: pathlib.Path) -> dict[str, NormStats] | None:
-    files = sorted(root.glob("policy_preprocessor*.safetensors"))
+    files = sorted(root.glob("policy_preprocessor_step_*_normalizer_processor.safetensors"))
     if not files:
         return None
     with SafetensorsFile(files[0]) as st:
@@ -178,7 +179,9 @@ def read_torch_checkpoint(
     Raises:
       FlowlensError: naming the kind recognised and the missing / mis-shaped tensors.
     """
-    from flowlens.model.checkpoint import _as_dtype, config_from_architecture, expected_param_shapes, listing, shape_problems
+    from flowlens.model.checkpoint import (
+        _as_dtype, config_from_architecture, expected_param_shapes, listing, shape_problems,
+    )
 
     file = weights_file(path)
     if file is None:
@@ -199,8 +202,8 @@ def read_torch_checkpoint(
         cfg = config_from_architecture(arch, hint, **{**_json_overrides(kind, cfg_json), **overrides})
         expected = expected_param_shapes(cfg)
         rules = torch_rules(cfg)
-        problems = shape_problems({prefix + r.torch: torch_shape(r.kind, expected[r.key][len(r.index):]) for r in rules},
-                                  {prefix + k: shapes[k] for k in names})
+        want = {prefix + r.torch: torch_shape(r.kind, expected[r.key][len(r.index):]) for r in rules}
+        problems = shape_problems(want, {prefix + k: shapes[k] for k in names})
         if problems:
             raise FlowlensError(
                 f"{where}: recognised a {cfg.variant} checkpoint, but {len(problems)} tensors do not fit it:"
@@ -259,7 +262,8 @@ def save_torch_checkpoint(
         cfg_json = {"action_dim": config.action_dim, "action_horizon": config.action_horizon,
                     "paligemma_variant": "custom", "action_expert_variant": "custom", "precision": dtype}
     else:
-        cfg_json = {"type": config.variant, "chunk_size": config.action_horizon, "n_action_steps": config.action_horizon,
+        cfg_json = {"type": config.variant, "chunk_size": config.action_horizon,
+                    "n_action_steps": config.action_horizon,
                     "max_state_dim": config.action_dim, "max_action_dim": config.action_dim,
                     "tokenizer_max_length": config.max_token_len, "num_inference_steps": config.num_steps}
     (root / "config.json").write_text(json.dumps(cfg_json, indent=2))

@@ -192,6 +192,19 @@ def test_pi05_is_recognised_from_the_keys_not_the_folder_name(tmp_path):
         load_checkpoint(tmp_path / "pi0_not_pi05", "test_tiny")
 
 
+def test_lerobot_normalizer_file_gives_norm_stats(tmp_path):
+    write_layout(tmp_path / "ck", kit.params("test_tiny"), "test_tiny", "lerobot")
+    stats = {"observation.state.mean": np.arange(8, dtype=np.float32), "observation.state.std": np.ones(8, np.float32),
+             "action.mean": np.full(7, 2.0, np.float32), "action.std": np.full(7, 3.0, np.float32),
+             "action.q01": np.full(7, -1.0, np.float32), "action.q99": np.full(7, 1.0, np.float32),
+             "observation.images.image.mean": np.zeros((3, 1, 1), np.float32)}
+    _st_write(tmp_path / "ck" / "policy_preprocessor_step_5_normalizer_processor.safetensors", stats)
+    ns = load_checkpoint(tmp_path / "ck", "test_tiny").norm_stats
+    assert sorted(ns) == ["actions", "state"]
+    assert ns["state"].mean.tolist() == list(range(8)) and ns["state"].q01 is None
+    assert ns["actions"].std.tolist() == [3.0] * 7 and ns["actions"].q99.tolist() == [1.0] * 7
+
+
 def test_tied_embedding_and_older_transformers_names(tmp_path):
     """The token embedding saved under the tied lm_head name; PaliGemma submodules under the names of
     older transformers releases (``paligemma.language_model.model.``, ``paligemma.vision_tower.``)."""
