@@ -99,9 +99,8 @@ class _Clip:
 
 
 class LeRobotV3EpisodeSource(LeRobotEpisodeSource):
-    """One episode of a LeRobot v3 dataset (a plain folder or a Hugging Face cache snapshot)."""
-
-    kind = "lerobot"
+    """One episode of a LeRobot v3 dataset (a plain folder or a Hugging Face cache snapshot); ``kind``
+    stays "lerobot", and reading frames is the v2 source's, over this episode's rows and clips."""
 
     def __init__(
         self,
