@@ -97,10 +97,11 @@ def resolve_params_dir(path: str | os.PathLike) -> pathlib.Path:
     steps = sorted((int(c.name), c) for c in p.iterdir() if c.name.isdigit() and (c / "params").is_dir())
     if steps:
         return steps[-1][1] / "params"
-    listing = sorted(c.name for c in p.iterdir())[:10] if p.is_dir() else []
+    found = sorted(c.name for c in p.iterdir())[:10] if p.is_dir() else []
     raise FlowlensError(
-        f"{str(p)!r} is not an openpi checkpoint: expected a params/ folder (an orbax PyTree checkpoint with "
-        f"_METADATA / manifest.ocdbt) in it, or to be that folder; found {listing}."
+        f"{str(p)!r} is not an openpi checkpoint (JAX or PyTorch) nor a LeRobot one: expected a params/ folder "
+        f"(openpi JAX: an orbax PyTree checkpoint with _METADATA / manifest.ocdbt) or a model.safetensors "
+        f"(openpi PyTorch / LeRobot) in it; found {found}."
     )
 
 
@@ -504,27 +505,28 @@ def load_checkpoint(
         overrides["dtype"] = str(np.dtype(_as_dtype(dtype)))
     from flowlens.model.torch_checkpoint import read_torch_checkpoint, weights_file
 
+    # cast while reading when the dtype is known up front (no second copy of the weights)
+    known = overrides.get("dtype") or (get_config(config).dtype if config is not None else None)
     if not str(path).startswith(("gs://", "s3://", "http://", "https://")) and weights_file(path) is not None:
-        known = overrides.get("dtype") or (get_config(config).dtype if config is not None else None)
         flat, cfg, stats, _ = read_torch_checkpoint(path, config, param_dtype=known, asset_id=asset_id,
                                                     **overrides)
-        params = jax_tree_cast(traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()}),
+        params = cast_params(traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()}),
                                cfg.dtype)
         root = weights_file(path).parent
         return Checkpoint(params=check_params(params, cfg, strict=strict), config=cfg, norm_stats=stats, path=root)
     pdir = resolve_params_dir(path)
     root = pdir.parent if pdir.name == "params" else pdir
     stats_file = find_norm_stats(root, asset_id)
-    params = load_params(pdir, dtype=None)
+    params = load_params(pdir, dtype=known)
     if config is None:
         config = _libero_guess(params, root, stats_file)
     cfg = infer_config(params, config, **overrides)
-    params = jax_tree_cast(check_params(params, cfg, strict=strict), cfg.dtype)
+    params = cast_params(check_params(params, cfg, strict=strict), cfg.dtype)
     stats = load_norm_stats(stats_file) if stats_file is not None else None
     return Checkpoint(params=params, config=cfg, norm_stats=stats, path=root)
 
 
-def jax_tree_cast(params: Mapping, dtype: str) -> dict:
+def cast_params(params: Mapping, dtype: str) -> dict:
     """Every floating array of a nested dict in ``dtype`` (arrays already in it are kept, not copied)."""
     want = _as_dtype(dtype)
     flat = traverse_util.flatten_dict(dict(params))
@@ -590,7 +592,9 @@ def param_count(params: Mapping) -> int:
 
 __all__ = [
     "Checkpoint",
+    "cast_params",
     "check_params",
+    "config_from_architecture",
     "expected_param_shapes",
     "flatten_params",
     "infer_architecture",

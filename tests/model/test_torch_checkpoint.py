@@ -237,6 +237,13 @@ def test_errors_name_the_kind_and_the_bad_tensors(tmp_path):
     assert "model.state_proj.weight: expected (32, 32), found (32, 5)" in msg
 
 
+def test_a_folder_of_neither_kind_names_both(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "weights.bin").write_bytes(b"0")
+    with pytest.raises(FlowlensError, match=r"params/ folder .* or a model\.safetensors .*found \['weights.bin'\]"):
+        load_checkpoint(tmp_path / "x")
+
+
 def test_safetensors_reader_and_writer_literal(tmp_path):
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     b = np.array([1.5, -2.0], ml_dtypes.bfloat16)
