@@ -1,4 +1,5 @@
-"""openpi checkpoints: read the parameter tree, infer the architecture from it, validate, write.
+"""openpi checkpoints on disk: read the orbax parameter tree (or hand a safetensors one to
+``torch_checkpoint``), infer the architecture (``param_tree``), validate, write.
 
 An openpi checkpoint directory holds ``params/`` (an orbax PyTree checkpoint, OCDBT format, whose
 single item is ``{"params": tree}``) and ``assets/<asset_id>/norm_stats.json``. Released
@@ -26,10 +27,8 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import pathlib
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,15 +36,24 @@ import numpy as np
 from flax import traverse_util
 
 from flowlens.errors import FlowlensError
-from flowlens.model.config import CONFIGS, GemmaConfig, Pi0Config, SiglipConfig, get_config
+from flowlens.model.config import CONFIGS, Pi0Config, get_config
 from flowlens.model.norm_stats import NormStats, find_norm_stats, load_norm_stats, save_norm_stats
-from flowlens.model.siglip import siglip_param_shapes
+from flowlens.model.param_tree import (
+    INFERRED_FIELDS,
+    _as_dtype,
+    cast_params,
+    check_params,
+    config_from_architecture,
+    expected_param_shapes,
+    flatten_params,
+    infer_architecture,
+    infer_config,
+    model_param_shapes,
+    param_count,
+)
 
 # Files an orbax PyTree checkpoint directory holds (one suffices to recognise it).
 _ORBAX_MARKERS = ("_METADATA", "manifest.ocdbt", "_CHECKPOINT_METADATA", "checkpoint")
-# Fields of Pi0Config that the parameter shapes determine.
-INFERRED_FIELDS = ("paligemma", "action_expert", "siglip", "pi05", "action_dim", "vocab_size")
-_MAX_LISTED = 12
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -56,7 +64,7 @@ class Checkpoint:
       params: the pure nested parameter dict (numpy arrays), openpi's paths.
       config: the architecture inferred from the shapes plus the non-shape settings.
       norm_stats: "state" / "actions" → NormStats, or None when the checkpoint has none.
-      path: the checkpoint directory (the one holding ``params/``).
+      path: the checkpoint directory (the one holding ``params/`` or ``model.safetensors``).
     """
 
     params: dict
@@ -103,10 +111,11 @@ def resolve_params_dir(path: str | os.PathLike) -> pathlib.Path:
     steps = sorted((int(c.name), c) for c in p.iterdir() if c.name.isdigit() and (c / "params").is_dir())
     if steps:
         return steps[-1][1] / "params"
-    listing = sorted(c.name for c in p.iterdir())[:10] if p.is_dir() else []
+    found = sorted(c.name for c in p.iterdir())[:10] if p.is_dir() else []
     raise FlowlensError(
-        f"{str(p)!r} is not an openpi checkpoint: expected a params/ folder (an orbax PyTree checkpoint with "
-        f"_METADATA / manifest.ocdbt) in it, or to be that folder; found {listing}."
+        f"{str(p)!r} is not an openpi checkpoint (JAX or PyTorch) nor a LeRobot one: expected a params/ folder "
+        f"(openpi JAX: an orbax PyTree checkpoint with _METADATA / manifest.ocdbt) or a model.safetensors "
+        f"(openpi PyTorch / LeRobot) in it; found {found}."
     )
 
 
@@ -115,23 +124,10 @@ def _orbax():
         import orbax.checkpoint as ocp
     except ImportError:  # pragma: no cover - depends on the environment
         raise FlowlensError(
-            "reading or writing openpi checkpoints needs orbax-checkpoint; install it with "
-            "`pip install 'flowlens[orbax]'` (or `pip install orbax-checkpoint`)."
+            "reading or writing openpi JAX checkpoints needs orbax-checkpoint (a flowlens dependency that is "
+            "missing from this environment); install it with `pip install orbax-checkpoint`."
         ) from None
     return ocp
-
-
-def _as_dtype(dtype: Any) -> np.dtype | None:
-    if dtype is None:
-        return None
-    import jax.numpy as jnp
-
-    try:
-        return np.dtype(jnp.dtype(dtype))
-    except TypeError:
-        raise FlowlensError(
-            f"dtype must be 'bfloat16', 'float32' or None (as stored), got {dtype!r}."
-        ) from None
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -209,285 +205,65 @@ def load_params(path: str | os.PathLike, *, dtype: Any = "bfloat16", check_finit
     return params
 
 
-# ---- expected shapes --------------------------------------------------------------------------
-def _gemma_shapes(prefix: str, suffix: str, g: GemmaConfig, adarms: bool) -> dict[str, tuple[int, ...]]:
-    L, N, K, H, D, F = g.depth, g.num_heads, g.num_kv_heads, g.head_dim, g.width, g.mlp_dim  # noqa: N806
-    s = {
-        f"{prefix}/layers/attn/q_einsum{suffix}/w": (L, N, D, H),
-        f"{prefix}/layers/attn/kv_einsum{suffix}/w": (L, 2, K, D, H),
-        f"{prefix}/layers/attn/attn_vec_einsum{suffix}/w": (L, N, H, D),
-        f"{prefix}/layers/mlp{suffix}/gating_einsum": (L, 2, D, F),
-        f"{prefix}/layers/mlp{suffix}/linear": (L, F, D),
-    }
-    for norm in ("pre_attention_norm", "pre_ffw_norm"):
-        if adarms:
-            s[f"{prefix}/layers/{norm}{suffix}/Dense_0/kernel"] = (L, D, 3 * D)
-            s[f"{prefix}/layers/{norm}{suffix}/Dense_0/bias"] = (L, 3 * D)
-        else:
-            s[f"{prefix}/layers/{norm}{suffix}/scale"] = (L, D)
-    if adarms:
-        s[f"{prefix}/final_norm{suffix}/Dense_0/kernel"] = (D, 3 * D)
-        s[f"{prefix}/final_norm{suffix}/Dense_0/bias"] = (3 * D,)
-    else:
-        s[f"{prefix}/final_norm{suffix}/scale"] = (D,)
-    return s
-
-
-def expected_param_shapes(config: Pi0Config) -> dict[str, tuple[int, ...]]:
-    """Every parameter of ``config``'s model, ``"PaliGemma/llm/..." → shape`` (fact sheet §7.2).
-
-    Pi0 has 50 parameter arrays, Pi0.5 51; computed from the sizes, without building the model.
-    """
-    d0, d1, a = config.paligemma.width, config.action_expert.width, config.action_dim
-    shapes = {f"PaliGemma/img/{k}": v for k, v in siglip_param_shapes(config.siglip).items()}
-    shapes["PaliGemma/llm/embedder/input_embedding"] = (config.vocab_size, d0)
-    shapes.update(_gemma_shapes("PaliGemma/llm", "", config.paligemma, adarms=False))
-    shapes.update(_gemma_shapes("PaliGemma/llm", "_1", config.action_expert, adarms=config.pi05))
-    linear = {"action_in_proj": (a, d1), "action_out_proj": (d1, a)}
-    if config.pi05:
-        linear.update(time_mlp_in=(d1, d1), time_mlp_out=(d1, d1))
-    else:
-        linear.update(state_proj=(a, d1), action_time_mlp_in=(2 * d1, d1), action_time_mlp_out=(d1, d1))
-    for name, (i, o) in linear.items():
-        shapes[f"{name}/kernel"] = (i, o)
-        shapes[f"{name}/bias"] = (o,)
-    return shapes
-
-
-def model_param_shapes(config: Pi0Config) -> dict[str, tuple[int, ...]]:
-    """The parameter shapes of flowlens' Pi0 model for ``config``, from ``jax.eval_shape`` of its
-    init (nothing is allocated); the table of :func:`expected_param_shapes` if the model is absent."""
-    return dict(_model_param_shapes(config))
-
-
-@functools.lru_cache(maxsize=16)
-def _model_param_shapes(config: Pi0Config) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    return tuple(sorted(_trace_model_param_shapes(config).items()))
-
-
-def _trace_model_param_shapes(config: Pi0Config) -> dict[str, tuple[int, ...]]:
-    try:
-        from flowlens.model.pi0 import Pi0Model
-    except ImportError:  # pragma: no cover - only while the model package is incomplete
-        return expected_param_shapes(config)
-    return {k: _shape(v) for k, v in flatten_params(Pi0Model(config).param_shapes()).items()}
-
-
-def flatten_params(params: Mapping) -> dict[str, Any]:
-    """Nested dict → ``{"a/b/c": leaf}``."""
-    if not isinstance(params, Mapping):
-        raise FlowlensError(f"params must be a nested dict of arrays, got {type(params).__name__}.")
-    return {"/".join(map(str, k)): v for k, v in traverse_util.flatten_dict(dict(params)).items()}
-
-
-def _shape(x: Any) -> tuple[int, ...]:
-    return tuple(int(s) for s in np.shape(x))
-
-
-def check_params(params: Mapping, config: Pi0Config, *, strict: bool = False) -> dict:
-    """Validate ``params`` against ``config``'s expected shapes; return the params, extras dropped.
-
-    The expected shapes are those of the model's init under ``jax.eval_shape``
-    (:func:`model_param_shapes`, cached per config; nothing is allocated).
-
-    Like openpi's ``BaseModelConfig.load``, parameters the model does not have are dropped (with
-    a warning, or an error when ``strict``); missing ones and shape mismatches are errors. dtypes
-    are not checked.
-
-    Raises:
-      FlowlensError: listing the first offending keys with expected and found shapes.
-    """
-    flat = flatten_params(params)
-    expected = model_param_shapes(config)
-    problems = []
-    for key, shape in sorted(expected.items()):
-        if key not in flat:
-            problems.append(f"{key}: expected {shape}, found nothing (missing)")
-        elif _shape(flat[key]) != shape:
-            problems.append(f"{key}: expected {shape}, found {_shape(flat[key])}")
-    extra = [k for k in flat if k not in expected]
-    if strict:
-        problems += [
-            f"{k}: expected nothing (not a parameter of this model), found {_shape(flat[k])}"
-            for k in sorted(extra)
-        ]
-    if problems:
-        listed = "\n  ".join(problems[:_MAX_LISTED])
-        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-        raise FlowlensError(
-            f"the parameters do not fit config {config.name!r} ({config.variant}; {len(expected)} expected "
-            f"arrays, {len(flat)} given, {len(problems)} problems):\n  {listed}{more}\n"
-            "Fix: pass the config the checkpoint was trained with, or config=None to infer it from the "
-            "shapes (infer_config)."
-        )
-    if extra:
-        warnings.warn(
-            f"dropping {len(extra)} parameters the model does not use: {extra[:_MAX_LISTED]}", stacklevel=2
-        )
-        flat = {k: v for k, v in flat.items() if k in expected}
-        return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
-    return dict(params)
-
-
-# ---- architecture inference -------------------------------------------------------------------
-def _need(flat: Mapping[str, Any], key: str, ndim: int) -> tuple[int, ...]:
-    if key not in flat:
-        top = sorted({k.split("/")[0] for k in flat})
-        raise FlowlensError(
-            f"cannot infer the architecture: the parameters have no {key!r}, which every openpi Pi0 / Pi0.5 "
-            f"checkpoint has (top-level keys found: {top[:10]}). Is this an openpi Pi0 / Pi0.5 checkpoint?"
-        )
-    shape = _shape(flat[key])
-    if len(shape) != ndim:
-        raise FlowlensError(
-            f"cannot infer the architecture: {key!r} should have {ndim} axes, found shape {shape}."
-        )
-    return shape
-
-
-def infer_architecture(params: Mapping) -> dict[str, Any]:
-    """The shape-determined Pi0Config fields (:data:`INFERRED_FIELDS`) of a parameter tree.
-
-    Raises:
-      FlowlensError: a foreign tree, a Pi0-FAST (single-expert) or LoRA checkpoint.
-    """
-    flat = flatten_params(params)
-    if any("lora" in k.lower() for k in flat):
-        raise FlowlensError(
-            "these parameters contain LoRA weights (…/lora_a, …/lora_b); flowlens runs full weights only. "
-            "Merge the LoRA deltas into the base weights first."
-        )
-    if (
-        "PaliGemma/llm/layers/attn/q_einsum/w" in flat
-        and "PaliGemma/llm/layers/attn/q_einsum_1/w" not in flat
-    ):
-        raise FlowlensError(
-            "these parameters have a single Gemma expert (no …/q_einsum_1): a Pi0-FAST checkpoint. flowlens "
-            "supports Pi0 and Pi0.5 (two experts, flow matching)."
-        )
-    llm = "PaliGemma/llm"
-    vocab, d0 = _need(flat, f"{llm}/embedder/input_embedding", 2)
-    layers, n, d0q, h = _need(flat, f"{llm}/layers/attn/q_einsum/w", 4)
-    k = _need(flat, f"{llm}/layers/attn/kv_einsum/w", 5)[2]
-    f0 = _need(flat, f"{llm}/layers/mlp/gating_einsum", 4)[3]
-    l1, n1, d1, h1 = _need(flat, f"{llm}/layers/attn/q_einsum_1/w", 4)
-    k1 = _need(flat, f"{llm}/layers/attn/kv_einsum_1/w", 5)[2]
-    f1 = _need(flat, f"{llm}/layers/mlp_1/gating_einsum", 4)[3]
-    pi05 = any(key.startswith(f"{llm}/layers/pre_attention_norm_1/Dense_0/") for key in flat)
-    img = "PaliGemma/img"
-    p, p2, c, width = _need(flat, f"{img}/embedding/kernel", 4)
-    _, npatch, _ = _need(flat, f"{img}/pos_embedding", 3)
-    depth, _, mlp = _need(flat, f"{img}/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel", 3)
-    heads = _need(flat, f"{img}/Transformer/encoderblock/MultiHeadDotProductAttention_0/query/kernel", 4)[2]
-    out_dim = _need(flat, f"{img}/head/kernel", 2)[1]
-    action_dim = _need(flat, "action_in_proj/kernel", 2)[0]
-    grid = int(round(npatch**0.5))
-    if grid * grid != npatch or p != p2 or c != 3:
-        raise FlowlensError(
-            f"cannot infer SigLIP's geometry: pos_embedding has {npatch} patches (need a square grid) and "
-            f"the patch kernel is {(p, p2, c, width)} (need [p, p, 3, width])."
-        )
-    return {
-        "paligemma": GemmaConfig(width=d0, depth=layers, mlp_dim=f0, num_heads=n, num_kv_heads=k, head_dim=h),
-        "action_expert": GemmaConfig(
-            width=d1, depth=l1, mlp_dim=f1, num_heads=n1, num_kv_heads=k1, head_dim=h1
-        ),
-        "siglip": SiglipConfig(
-            width=width,
-            depth=depth,
-            mlp_dim=mlp,
-            num_heads=heads,
-            patch_size=p,
-            image_size=grid * p,
-            out_dim=out_dim,
-        ),
-        "pi05": pi05,
-        "action_dim": action_dim,
-        "vocab_size": vocab,
-    }
-
-
-def infer_config(params: Mapping, config: str | Pi0Config | None = None, **overrides: Any) -> Pi0Config:
-    """The Pi0Config of a parameter tree: architecture from the shapes, the rest from ``config``.
-
-    Args:
-      params: the nested parameter dict (openpi paths).
-      config: a registry name or Pi0Config supplying what shapes cannot tell (action_horizon,
-        max_token_len, num_steps, dtype, cameras, name). None: the registry config whose
-        architecture matches (``pi0`` / ``pi05`` preferred), else openpi's defaults for the variant
-        (Pi0: 50 actions, 48 tokens; Pi0.5: 50, 200) with name "custom".
-      **overrides: Pi0Config fields to set (not the inferred ones).
-
-    Raises:
-      FlowlensError: a foreign tree; a named config of the other variant (Pi0 vs Pi0.5); an
-        override of a shape-determined field that disagrees with the shapes.
-    """
-    arch = infer_architecture(params)
-    for key, value in overrides.items():
-        if key in INFERRED_FIELDS and value != arch[key]:
-            raise FlowlensError(
-                f"{key}={value!r} contradicts the checkpoint, whose shapes give {key}={arch[key]!r}; drop "
-                "the override (shape-determined fields always come from the parameters)."
-            )
-    variant = "pi05" if arch["pi05"] else "pi0"
-    if config is not None:
-        base = get_config(config)
-        if base.pi05 != arch["pi05"]:
-            raise FlowlensError(
-                f"config {base.name!r} is {base.variant} but the checkpoint is {variant} (its action "
-                f"expert {'has' if arch['pi05'] else 'has no'} adaRMS Dense_0 norms); pass a {variant} "
-                "config or None."
-            )
-    else:
-        matches = [c for c in CONFIGS.values() if all(getattr(c, f) == arch[f] for f in INFERRED_FIELDS)]
-        preferred = [c for c in matches if c.name == variant]
-        if preferred or matches:
-            base = (preferred or matches)[0]
-        else:
-            base = CONFIGS[variant].replace(name="custom")
-    try:
-        return base.replace(**{**arch, **overrides})
-    except TypeError as e:
-        raise FlowlensError(f"unknown Pi0Config field in overrides {sorted(overrides)}: {e}") from None
-    except FlowlensError as e:
-        raise FlowlensError(f"the checkpoint's shapes give an inconsistent architecture: {e}") from None
-
-
 # ---- the one-call loader ----------------------------------------------------------------------
 def load_checkpoint(
     path: str | os.PathLike,
     config: str | Pi0Config | None = None,
     *,
-    dtype: Any = "bfloat16",
+    dtype: Any = None,
     asset_id: str | None = None,
     strict: bool = False,
     **overrides: Any,
 ) -> Checkpoint:
-    """Load an openpi checkpoint: parameters, configuration and norm stats.
+    """Load a Pi0 / Pi0.5 checkpoint of any of three kinds: parameters, configuration, norm stats.
+
+    Kinds (recognised from the folder, not its name): an openpi JAX checkpoint (``params/``, orbax);
+    an openpi-PyTorch one (``model.safetensors`` + ``config.json`` + ``assets/``, from openpi's
+    converter); a LeRobot ``pi0`` / ``pi05`` policy (``model.safetensors`` with ``model.`` names,
+    LeRobot's ``config.json`` and processor files). See :mod:`flowlens.model.torch_checkpoint`.
 
     Args:
-      path: ``<ckpt>`` or ``<ckpt>/params``.
+      path: ``<ckpt>``, ``<ckpt>/params`` or ``<ckpt>/model.safetensors``.
       config: registry name or Pi0Config for the non-shape settings (see :func:`infer_config`);
         the architecture always comes from the shapes. None: a full-size openpi checkpoint whose
         directory name or norm-stats asset id mentions "libero" gets ``pi0_libero`` /
         ``pi05_libero`` (10 actions for Pi0.5); otherwise as :func:`infer_config`.
-      dtype: parameter dtype on read ("bfloat16", "float32", None = as stored).
+      dtype: the one dtype choice, "bfloat16" or "float32": parameters are cast to it on read *and*
+        the model computes in it (``config.dtype``). None: the config's compute dtype for both.
       asset_id: which ``assets/<asset_id>/norm_stats.json`` to read (None: the only one).
       strict: parameters the model does not use are an error instead of a warning.
-      **overrides: Pi0Config fields (action_horizon, max_token_len, num_steps, dtype of compute...).
+      **overrides: Pi0Config fields (action_horizon, max_token_len, num_steps...), not ``dtype``.
 
     Raises:
       FlowlensError: missing directory, foreign tree, mismatched shapes (first offending keys with
-        expected and found shapes).
+        expected and found shapes, and the kind of checkpoint recognised).
     """
+    if "dtype" in overrides:  # pragma: no cover - Python binds dtype= to the keyword
+        raise FlowlensError("pass the compute dtype as dtype=, not as a config override.")
+    if dtype is not None:
+        _as_dtype(dtype)
+        if str(np.dtype(_as_dtype(dtype))) not in ("bfloat16", "float32"):
+            raise FlowlensError(f"dtype must be 'bfloat16' or 'float32' (params and compute), got {dtype!r}.")
+        overrides["dtype"] = str(np.dtype(_as_dtype(dtype)))
+    from flowlens.model.torch_checkpoint import read_torch_checkpoint, weights_file
+
+    # cast while reading when the dtype is known up front (no second copy of the weights)
+    known = overrides.get("dtype") or (get_config(config).dtype if config is not None else None)
+    if not str(path).startswith(("gs://", "s3://", "http://", "https://")) and weights_file(path) is not None:
+        flat, cfg, stats, _ = read_torch_checkpoint(path, config, param_dtype=known, asset_id=asset_id,
+                                                    **overrides)
+        params = cast_params(traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()}),
+                               cfg.dtype)
+        root = weights_file(path).parent
+        return Checkpoint(params=check_params(params, cfg, strict=strict), config=cfg, norm_stats=stats, path=root)
     pdir = resolve_params_dir(path)
     root = pdir.parent if pdir.name == "params" else pdir
     stats_file = find_norm_stats(root, asset_id)
-    params = load_params(pdir, dtype=dtype)
+    params = load_params(pdir, dtype=known)
     if config is None:
         config = _libero_guess(params, root, stats_file)
     cfg = infer_config(params, config, **overrides)
-    params = check_params(params, cfg, strict=strict)
+    params = cast_params(check_params(params, cfg, strict=strict), cfg.dtype)
     stats = load_norm_stats(stats_file) if stats_file is not None else None
     return Checkpoint(params=params, config=cfg, norm_stats=stats, path=root)
 
@@ -542,14 +318,11 @@ def save_openpi_checkpoint(
     return root
 
 
-def param_count(params: Mapping) -> int:
-    """Total number of parameters in a nested dict."""
-    return int(sum(np.prod(_shape(v)) for v in flatten_params(params).values()))
-
-
 __all__ = [
     "Checkpoint",
+    "cast_params",
     "check_params",
+    "config_from_architecture",
     "expected_param_shapes",
     "flatten_params",
     "infer_architecture",

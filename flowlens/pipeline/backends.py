@@ -223,24 +223,27 @@ def _load_checkpoint_backend(path: str, *, tokenizer: str | None, config: str | 
     if not ckpt.exists():
         raise FlowlensError(
             f"checkpoint {path!r} does not exist. Pass --checkpoint with an openpi checkpoint directory (the "
-            "folder holding params/), builtin:tabletop for the embedded model, or synthetic to run "
-            "without a model."
+            "folder holding params/), a PyTorch one (openpi's converter or LeRobot: the folder holding "
+            "model.safetensors), builtin:tabletop for the embedded model, or synthetic to run without a model."
         )
-    if not ckpt.is_dir():
+    if not ckpt.is_dir() and ckpt.suffix != ".safetensors":
         raise FlowlensError(
-            f"checkpoint {path!r} is a file, but flowlens reads openpi checkpoint directories (the "
-            "folder holding params/ and assets/). Pass that directory, builtin:tabletop, or synthetic."
+            f"checkpoint {path!r} is a file, but flowlens reads checkpoint directories (openpi: the folder "
+            "holding params/ and assets/; PyTorch / LeRobot: the folder holding model.safetensors) or a "
+            ".safetensors file. Pass one of those, builtin:tabletop, or synthetic."
         )
     from flowlens.model import Pi0Model
     from flowlens.model.checkpoint import load_checkpoint, resolve_params_dir
     from flowlens.model.tokenizer import PaligemmaTokenizer, default_tokenizer_path
+    from flowlens.model.torch_checkpoint import weights_file
 
-    # What is wrong with the folder itself is said first (a quick look for params/), then a missing
-    # tokenizer file, both before the slow checkpoint read.
-    try:
-        resolve_params_dir(ckpt)
-    except FlowlensError as e:
-        raise FlowlensError(f"could not read checkpoint {path!r}: {e}") from None
+    # What is wrong with the folder itself is said first (a quick look for model.safetensors or
+    # params/), then a missing tokenizer file, both before the slow checkpoint read.
+    if weights_file(ckpt) is None:
+        try:
+            resolve_params_dir(ckpt)
+        except FlowlensError as e:
+            raise FlowlensError(f"could not read checkpoint {path!r}: {e}") from None
     tok_path = Path(os.path.expanduser(tokenizer)) if tokenizer else default_tokenizer_path()
     if tok_path is None or not tok_path.is_file():
         where = f"--tokenizer {tokenizer!r} does not exist" if tokenizer else "no --tokenizer was given"
@@ -258,7 +261,8 @@ def _load_checkpoint_backend(path: str, *, tokenizer: str | None, config: str | 
         raise FlowlensError(
             f"could not read checkpoint {path!r} ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}). "
-            "Is it an openpi checkpoint directory (params/ written by orbax)?"
+            "Is it an openpi checkpoint directory (params/ written by orbax) or a PyTorch / LeRobot one "
+            "(model.safetensors)?"
         ) from None
     cfg = loaded.config
     tok = PaligemmaTokenizer(tok_path, max_len=cfg.max_token_len)
@@ -325,7 +329,8 @@ def load_backend(
     """The backend named by a ``--checkpoint`` value.
 
     Args:
-      checkpoint: "synthetic" (or "synthetic:pi05"), "builtin:<name>", or an openpi checkpoint directory.
+      checkpoint: "synthetic" (or "synthetic:pi05"), "builtin:<name>", an openpi checkpoint directory
+        (orbax ``params/``), or a PyTorch one (openpi converter / LeRobot: ``model.safetensors``).
       tokenizer: PaliGemma SentencePiece file for real checkpoints (default: $FLOWLENS_TOKENIZER or
         openpi's cache).
       config: registry name (pi0_libero, pi05_libero, ...) for what parameter shapes cannot tell.

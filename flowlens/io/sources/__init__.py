@@ -1,4 +1,4 @@
-"""Episode sources: MP4 rollouts, LeRobot v2 datasets and flowlens episode folders, read frame by frame."""
+"""Episode sources: MP4 rollouts, LeRobot v2 / v3 datasets and flowlens episode folders, read frame by frame."""
 
 from flowlens.io.sources.base import EpisodeSource as EpisodeSource
 from flowlens.io.sources.base import Frame as Frame
@@ -9,6 +9,7 @@ from flowlens.io.sources.episode_dir import EpisodeDirSource as EpisodeDirSource
 from flowlens.io.sources.episode_dir import EpisodeWriter as EpisodeWriter
 from flowlens.io.sources.episode_dir import write_episode as write_episode
 from flowlens.io.sources.lerobot import LeRobotEpisodeSource as LeRobotEpisodeSource
+from flowlens.io.sources.lerobot_v3 import LeRobotV3EpisodeSource as LeRobotV3EpisodeSource
 from flowlens.io.sources.mp4 import Mp4RolloutSource as Mp4RolloutSource
 from flowlens.io.sources.mp4 import parse_rollout_name as parse_rollout_name
 from flowlens.io.sources.video import VideoReader as VideoReader
@@ -21,6 +22,7 @@ __all__ = [
     "EpisodeWriter",
     "Frame",
     "LeRobotEpisodeSource",
+    "LeRobotV3EpisodeSource",
     "Mp4RolloutSource",
     "VideoReader",
     "VideoWriter",

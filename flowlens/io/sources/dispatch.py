@@ -18,7 +18,8 @@ from pathlib import Path
 from flowlens.errors import FlowlensError
 from flowlens.io.sources.base import EpisodeSource
 from flowlens.io.sources.episode_dir import EpisodeDirSource
-from flowlens.io.sources.lerobot import LeRobotEpisodeSource, is_lerobot_root, lerobot_episodes
+from flowlens.io.sources.lerobot import LeRobotEpisodeSource, is_lerobot_root
+from flowlens.io.sources.lerobot_v3 import lerobot_dataset_episodes, open_lerobot
 from flowlens.io.sources.mp4 import Mp4RolloutSource
 
 _EPISODE_FILE = re.compile(r"^episode_(\d+)\.parquet$")
@@ -65,9 +66,9 @@ def open_episode(
             _no_episode(episode, path)
             return EpisodeDirSource(path, prompt=prompt, success=success, **kwargs)
         if is_lerobot_root(path):
-            return LeRobotEpisodeSource(path, episode, prompt=prompt, success=success, **kwargs)
+            return open_lerobot(path, episode, prompt=prompt, success=success, **kwargs)
         raise FlowlensError(
-            f"folder {str(path)!r} is neither a flowlens episode (no episode.json) nor a LeRobot v2 dataset "
+            f"folder {str(path)!r} is neither a flowlens episode (no episode.json) nor a LeRobot v2 / v3 dataset "
             "(no meta/info.json). For a folder of videos or episodes use list_episodes(path)."
         )
     suffix = path.suffix.lower()
@@ -111,7 +112,7 @@ def list_episodes(path: str | os.PathLike) -> list[str]:
     if (path / "episode.json").is_file():
         return [str(path)]
     if is_lerobot_root(path):
-        return [f"{path}#{i}" for i in lerobot_episodes(path)]
+        return [f"{path}#{i}" for i in lerobot_dataset_episodes(path)]
     found = []
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames.sort()
@@ -121,7 +122,7 @@ def list_episodes(path: str | os.PathLike) -> list[str]:
             dirnames.clear()
             continue
         if (d / "meta" / "info.json").is_file():
-            found += [f"{d}#{i}" for i in lerobot_episodes(d)]
+            found += [f"{d}#{i}" for i in lerobot_dataset_episodes(d)]
             dirnames.clear()
             continue
         found += [

@@ -80,7 +80,8 @@ def is_lerobot_root(path: Path) -> bool:
 
 
 def lerobot_episodes(root: str | os.PathLike) -> list[int]:
-    """Episode indices of a LeRobot v2 dataset (from episodes.jsonl, else 0..total_episodes-1)."""
+    """Episode indices of a LeRobot v2 dataset (episodes.jsonl, else 0..total_episodes-1); for either
+    format use ``flowlens.io.sources.lerobot_v3.lerobot_dataset_episodes``."""
     root = Path(root)
     info = _read_info(root)
     ep_file = root / "meta" / "episodes.jsonl"
@@ -94,8 +95,8 @@ def _read_info(root: Path) -> dict:
     version = str(info.get("codebase_version", ""))
     if not version.startswith("v2"):
         raise FlowlensError(
-            f"LeRobot dataset {str(root)!r} has codebase_version {version!r}; flowlens reads v2.x (one "
-            "parquet file per episode). Convert it with LeRobot's v3→v2 tools or export the episode as MP4."
+            f"LeRobot dataset {str(root)!r} has codebase_version {version!r}; this reader takes v2.x (one "
+            "parquet file per episode). Open it with open_episode (v3.x: LeRobotV3EpisodeSource)."
         )
     return info
 
@@ -128,20 +129,7 @@ class LeRobotEpisodeSource(EpisodeSource):
     ):
         self.root = root = Path(root)
         info = _read_info(root)
-        episodes = lerobot_episodes(root)
-        if episode is None:
-            if len(episodes) != 1:
-                raise FlowlensError(
-                    f"LeRobot dataset {str(root)!r} has {len(episodes)} episodes "
-                    f"({_ranges(episodes)}); pass episode=<index> (or open '<root>#<index>')."
-                )
-            episode = episodes[0]
-        if episode not in episodes:
-            raise FlowlensError(
-                f"episode {episode} is not in LeRobot dataset {str(root)!r}; it has episodes "
-                f"{_ranges(episodes)}."
-            )
-        self.episode_index = int(episode)
+        self.episode_index = choose_episode(root, episode, lerobot_episodes(root))
         chunk = self.episode_index // int(info.get("chunks_size", 1000))
         rel = str(info.get("data_path", DEFAULT_DATA_PATH)).format(
             episode_chunk=chunk, episode_index=self.episode_index
@@ -152,25 +140,11 @@ class LeRobotEpisodeSource(EpisodeSource):
         self.fps = float(info["fps"]) if info.get("fps") else None
         features = info.get("features", {})
         self._table = _read_parquet(self.path)
+        self._table = by_frame_index(self._table)
         names = set(self._table)
-        if "frame_index" in names:
-            order = np.argsort(np.asarray(self._table["frame_index"]), kind="stable")
-            self._table = {k: [v[i] for i in order] for k, v in self._table.items()}
         self._n = len(next(iter(self._table.values()))) if self._table else 0
         columns = dict(columns or {})
-        self._cameras: dict[str, str] = {}
-        for cam, candidates in CAMERA_COLUMNS.items():
-            col = columns.get(cam) or next(
-                (c for c in candidates if c in names or features.get(c, {}).get("dtype") == "video"), None
-            )
-            if col is not None:
-                self._cameras[cam] = col
-        if not self._cameras:
-            raise FlowlensError(
-                f"LeRobot episode {str(self.path)!r} has no camera column; looked for "
-                f"{[c for cs in CAMERA_COLUMNS.values() for c in cs]}, found columns {sorted(names)}. "
-                "Pass columns={'base_0_rgb': '<column>'}."
-            )
+        self._cameras = pick_cameras(names, features, columns, self.path)
         self._videos = {}
         for cam, col in self._cameras.items():
             if features.get(col, {}).get("dtype") == "video":
@@ -284,6 +258,49 @@ class LeRobotEpisodeSource(EpisodeSource):
     def close(self) -> None:
         for v in self._videos.values():
             v.close()
+
+
+def choose_episode(root: Path, episode: int | None, episodes: list[int]) -> int:
+    """``episode`` checked against a dataset's episode list (None: its only episode)."""
+    if episode is None:
+        if len(episodes) != 1:
+            raise FlowlensError(
+                f"LeRobot dataset {str(root)!r} has {len(episodes)} episodes "
+                f"({_ranges(episodes)}); pass episode=<index> (or open '<root>#<index>')."
+            )
+        episode = episodes[0]
+    if episode not in episodes:
+        raise FlowlensError(
+            f"episode {episode} is not in LeRobot dataset {str(root)!r}; it has episodes "
+            f"{_ranges(episodes)}."
+        )
+    return int(episode)
+
+
+def by_frame_index(table: dict[str, list]) -> dict[str, list]:
+    """A column dict with its rows in ``frame_index`` order (unchanged without that column)."""
+    if "frame_index" not in table:
+        return table
+    order = np.argsort(np.asarray(table["frame_index"]), kind="stable")
+    return {k: [v[i] for i in order] for k, v in table.items()}
+
+
+def pick_cameras(names: set[str], features: Mapping, columns: Mapping[str, str], where: Path) -> dict[str, str]:
+    """Camera name → column (an explicit ``columns`` entry, else the first known name present)."""
+    cameras: dict[str, str] = {}
+    for cam, candidates in CAMERA_COLUMNS.items():
+        col = columns.get(cam) or next(
+            (c for c in candidates if c in names or features.get(c, {}).get("dtype") == "video"), None
+        )
+        if col is not None:
+            cameras[cam] = col
+    if not cameras:
+        raise FlowlensError(
+            f"LeRobot episode {str(where)!r} has no camera column; looked for "
+            f"{[c for cs in CAMERA_COLUMNS.values() for c in cs]}, found columns {sorted(names)}. "
+            "Pass columns={'base_0_rgb': '<column>'}."
+        )
+    return cameras
 
 
 def _read_parquet(path: Path) -> dict[str, list]:
