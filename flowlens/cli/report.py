@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from flowlens.cli.options import (
+    INTERPOLATIONS,
     add_frame_args,
     add_model_args,
     add_source_args,
@@ -43,6 +44,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default=["raw", "rollout", "flow"],
         choices=["raw", "rollout", "flow"],
         help="methods to embed (default: raw rollout flow; flow is the slow one)",
+    )
+    p.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        default="nearest",
+        help="frame view: nearest = the patch grid (default, as in the model view); bilinear = smoothed",
     )
     p.add_argument("--output", default="report.html", help="output .html (default: report.html)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -77,6 +84,7 @@ def run(args) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         methods=args.methods,
+        interpolation=args.interpolation,
     )
     say(f"  wrote report    {path} ({path.stat().st_size / 1e6:.1f} MB; open it in a browser)")
     return 0

@@ -6,13 +6,14 @@ sizes are padded to even), GIF through Pillow. The file appears only once comple
     rgb = overlay_frame(frame, grid, segment, vmax=...)             # one uint8 [H, W, 3] frame
     write_video(rgb_frames, "episode.mp4", fps=10)
     attention_video(frames [T, H, W, 3], scores [T, token], layout, "ep.gif", camera=0)
+    attention_video([{camera: frame}] * T, scores [T, token], layout, "ep.mp4")  # cameras side by side
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from flowlens.core.frame import FrameTransform
 from flowlens.core.layout import TokenLayout
 from flowlens.core.segments import ImageSegment
 from flowlens.errors import FlowlensError, unknown_name_error
-from flowlens.figures._common import check_image, limits, model_input_image
+from flowlens.figures._common import check_image, limits, model_input_image, short_camera
 from flowlens.figures.save import atomic_path
 from flowlens.projection import camera_segment, frame_heatmap, model_heatmap, patch_grid
 
@@ -108,7 +109,7 @@ def colorbar_strip(width: int, lo: float, hi: float, *, cmap: str = "inferno", l
     from PIL import Image, ImageDraw
 
     bar_h = max(8, width // 40)
-    font = _font(max(width, 200))
+    font = _font(min(max(width, 200), 400))  # wide strips (cameras side by side): text stays in proportion
     text_h = font.getbbox("0.0")[3] + 4
     strip = np.full((bar_h + text_h + 4, width, 3), 255, np.uint8)
     ramp = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, width))[:, :3] * 255.0
@@ -209,13 +210,32 @@ def _write_gif(frames, tmp: Path, fps: float) -> int:
     return len(images)
 
 
+def _panel(fr, grid, segment, label, **kw) -> np.ndarray:
+    """One camera's overlay for a video frame (frames narrower than MIN_WIDTH enlarged so text reads)."""
+    if fr is not None and np.asarray(fr).shape[1] < MIN_WIDTH:
+        k = -(-MIN_WIDTH // np.asarray(fr).shape[1])
+        fr = np.repeat(np.repeat(check_image(fr), k, axis=0), k, axis=1)
+    return overlay_frame(fr, grid, segment, label=label, **kw)
+
+
+def side_by_side(panels: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
+    """uint8 [max H, sum W + gaps, 3]: panels left to right on white, shorter ones padded below."""
+    h = max(p.shape[0] for p in panels)
+    parts = []
+    for i, p in enumerate(panels):
+        if i:
+            parts.append(np.full((h, gap, 3), 255, np.uint8))
+        parts.append(np.pad(p, ((0, h - p.shape[0]), (0, 0), (0, 0)), constant_values=255))
+    return np.concatenate(parts, axis=1)
+
+
 def attention_video(
-    frames: Sequence[np.ndarray],
+    frames: Sequence,
     scores: np.ndarray,
     layout: TokenLayout | Sequence[TokenLayout],
     path: str | os.PathLike,
     *,
-    camera: str | int = 0,
+    camera: str | int | None = 0,
     fps: float = 10.0,
     on: str = "frame",
     cmap: str = "inferno",
@@ -225,14 +245,18 @@ def attention_video(
     value_label: str | None = "attention",
     smooth: bool = True,
 ) -> Path:
-    """Overlay one camera's scores on each frame of an episode and write MP4/GIF.
+    """Overlay scores on each frame of an episode and write MP4/GIF.
 
     Args:
-      frames: T frames, uint8 [H, W, 3], of ``camera``.
+      frames: T frames: each uint8 [H, W, 3] of ``camera`` (one panel), or a {camera name: uint8
+        [H, W, 3]} mapping: then every camera valid in the layout with an image in every frame is a
+        panel, side by side, named in its corner; the cameras left out are named on the scale.
       scores: float [T, token] (one query, method, layer and step per frame).
       layout: one layout for all frames, or one per frame.
-      vmax: fixed upper colour limit (default: the max over the episode, so frames are comparable).
-      labels: text per frame (default "frame t").
+      camera: the camera of array frames (ignored for mappings).
+      vmax: fixed upper colour limit (default: the max over the episode and cameras, so frames and
+        cameras are comparable).
+      labels: text per frame (default "frame t"), in the first panel's corner.
       value_label: name of the values, written on a colour scale added under every frame (None:
         no scale; the scale is fixed over the video, from its ``vmin`` to ``vmax``).
       smooth: bilinear heatmaps (False: one flat block per patch, the grid the model saw).
@@ -246,35 +270,56 @@ def attention_video(
             f"scores must be [frame, token] with one row per frame ({len(frames)}) and one layout per frame "
             f"(or one for all); got scores {scores.shape} and {len(layouts)} layouts."
         )
-    grids = [
-        patch_grid(s, lay, camera_segment(lay, camera).name) for s, lay in zip(scores, layouts, strict=True)
-    ]
-    lo, hi = limits(np.stack(grids), None, vmax)
+    multi = len(frames) > 0 and isinstance(frames[0], Mapping)
+    if multi:
+        names = [
+            c.name
+            for c in layouts[0].cameras
+            if all(camera_segment(lay, c.name).valid for lay in layouts)
+            and all(fr.get(c.name) is not None for fr in frames)
+        ]
+        if not names:
+            raise FlowlensError(
+                f"frames must hold an image of a camera the model saw in every frame; got cameras "
+                f"{sorted(frames[0])} for layout cameras {[c.name for c in layouts[0].cameras]}."
+            )
+        absent = [short_camera(c.name) for c in layouts[0].cameras if c.name not in names]
+        images = [[fr[n] for n in names] for fr in frames]
+    else:
+        names = [camera_segment(layouts[0], camera).name]
+        absent = []
+        images = [[fr] for fr in frames]
+    grids = [[patch_grid(s, lay, n) for n in names] for s, lay in zip(scores, layouts, strict=True)]
+    lo, hi = limits(np.stack([g.ravel() for gs in grids for g in gs]), None, vmax)
     labels = list(labels) if labels is not None else [f"frame {t}" for t in range(len(frames))]
+    scale_label = value_label
+    if value_label is not None and absent:
+        scale_label = f"{value_label} · absent: {', '.join(absent)}"
 
     strip = None
 
     def render():
         nonlocal strip
-        for t, (fr, g, lay) in enumerate(zip(frames, grids, layouts, strict=True)):
-            if fr is not None and np.asarray(fr).shape[1] < MIN_WIDTH:  # small frames: enlarge so text reads
-                k = -(-MIN_WIDTH // np.asarray(fr).shape[1])
-                fr = np.repeat(np.repeat(check_image(fr), k, axis=0), k, axis=1)
-            rgb = overlay_frame(
-                fr,
-                g,
-                camera_segment(lay, camera),
-                on=on,
-                cmap=cmap,
-                alpha=alpha,
-                vmin=lo,
-                vmax=hi,
-                smooth=smooth,
-                label=labels[t],
-            )
+        for t, (frs, gs, lay) in enumerate(zip(images, grids, layouts, strict=True)):
+            panels = [
+                _panel(
+                    fr,
+                    g,
+                    camera_segment(lay, n),
+                    short_camera(n) if k else labels[t] + (f" · {short_camera(n)}" if multi else ""),
+                    on=on,
+                    cmap=cmap,
+                    alpha=alpha,
+                    vmin=lo,
+                    vmax=hi,
+                    smooth=smooth,
+                )
+                for k, (fr, g, n) in enumerate(zip(frs, gs, names, strict=True))
+            ]
+            rgb = panels[0] if len(panels) == 1 else side_by_side(panels)
             if value_label is not None:
                 if strip is None:
-                    strip = colorbar_strip(rgb.shape[1], lo, hi, cmap=cmap, label=value_label)
+                    strip = colorbar_strip(rgb.shape[1], lo, hi, cmap=cmap, label=scale_label)
                 rgb = np.concatenate([rgb, strip], axis=0)
             yield rgb
 

@@ -235,19 +235,20 @@ def outcome_figure(
     title: str,
     smooth: bool = True,
 ):
-    """Success vs failure at one frame index on the first valid camera (``compare_outcomes``).
+    """Success vs failure at one frame index, one row per camera valid in both runs
+    (``compare_outcomes``; the cameras either run lacks are named under the figure).
 
     Args:
-      success, failure: float [token] scores of each episode's frame; layouts and images in that order.
+      success, failure: float [token] scores of each episode's frame; layouts and images
+        ({camera: uint8 [H, W, 3]}) in that order.
     """
-    cam, _ = first_camera(layouts[0])
     return compare_outcomes(
         success,
         failure,
         layouts[0],
         failure_layout=layouts[1],
-        images=(images[0].get(cam), images[1].get(cam)),
-        camera=cam,
+        images=images,
+        camera=None,
         frame_index=frame_index,
         value_label=value_label,
         title=title,

@@ -5,7 +5,7 @@ episodes can share an output folder; the name is made file-name safe)::
 
     frame_0010/attention_<type>.png     the --viz-type figures of each frame visited
     frame_0010/scores.npz               that frame's scores [layer, token] (written last: the frame is done)
-    attention_over_time.mp4 / .gif      the focus layer's heatmap over the frames (PyAV / Pillow, no ffmpeg)
+    attention_over_time.mp4 / .gif      the focus layer's heatmap over the frames, cameras side by side
     attention_evolution_frames.png      share of the query's mass per token group, frame by frame
     episode.json                        what was run and what was written
 
@@ -289,15 +289,11 @@ def write_episode_views(
     from flowlens.figures.video import attention_video
 
     layout = layouts[0]
-    cams = [c for c in layout.cameras if c.valid] or list(layout.cameras)
-    camera = cams[0].name
     written: dict[str, Path] = {}
     label = f"{spec.method_label} · {spec.query_label} · layer {focus}"
     if video or gif:
-        images = [source.images(i).get(camera) for i in indices]
-        if any(img is None for img in images):
-            raise FlowlensError(f"camera {camera!r} is missing from some frames; cannot draw attention over time.")
-        labels = [f"frame {i} · {camera} · layer {focus} · {spec.method}" for i in indices]
+        images = [source.images(i) for i in indices]
+        labels = [f"frame {i} · layer {focus} · {spec.method}" for i in indices]
         for fmt, wanted in (("mp4", video), ("gif", gif)):
             if wanted:
                 written[fmt] = attention_video(
@@ -305,7 +301,6 @@ def write_episode_views(
                     scores,
                     list(layouts),
                     out / f"{VIDEO_NAME}.{fmt}",
-                    camera=camera,
                     fps=fps,
                     labels=labels,
                     value_label=spec.value_label,

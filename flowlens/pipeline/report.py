@@ -79,8 +79,12 @@ def build_episode_report(
     seed: int = 0,
     progress: bool = True,
     methods=REPORT_METHODS,
+    interpolation: str = "nearest",
 ) -> Path:
     """Write the interactive report of ``frames`` of one episode; returns the path.
+
+    ``interpolation``: how the frame view draws the heatmap, "nearest" (the patch grid, as the
+    model view) or "bilinear" (smoothed), as ``--interpolation`` for the figures.
 
     Raises:
       FlowlensError: an output not ending in .html, frames out of range, a missing prompt, a report
@@ -117,4 +121,5 @@ def build_episode_report(
         layer_ids=list(range(backend.num_layers)),
         step_labels=times,
         head_labels=["mean"] + [f"head {h}" for h in range(backend.num_heads)],
+        interpolation=interpolation,
     )

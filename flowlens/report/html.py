@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowlens.errors import FlowlensError
+from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.figures.save import write_text
 from flowlens.report.data import (
     ReportFrame,
@@ -82,8 +82,12 @@ def report_payload(
     cmap: str = "inferno",
     word_cmap: str = "YlOrRd",
     alpha: float = 0.55,
+    interpolation: str = "nearest",
 ) -> tuple[dict, dict]:
     """The JSON payload of a report and the checksums of the maps it can show.
+
+    ``interpolation``: "nearest" (the frame view shows the patch grid, as the model view) or
+    "bilinear" (the frame view smooths between patches), as ``--interpolation`` for the figures.
 
     Returns:
       (payload, checksums) where ``checksums[(frame, method, step, layer, head)]`` is the FNV-1a of
@@ -96,6 +100,8 @@ def report_payload(
         raise FlowlensError(f"image_format must be 'png' or 'jpeg', got {image_format!r}.")
     if not 0.0 <= alpha <= 1.0:
         raise FlowlensError(f"alpha must be in [0, 1], got {alpha}.")
+    if interpolation not in ("nearest", "bilinear"):
+        raise unknown_name_error("interpolation", interpolation, ("nearest", "bilinear"))
     n_steps = _axis_size(frames, 0, "step")
     n_layers = _axis_size(frames, 1, "layer")
     n_heads = _axis_size(frames, 2, "head") if keep_heads else 1
@@ -115,6 +121,7 @@ def report_payload(
         "cmap": colormap_lut(cmap),
         "word_cmap": colormap_lut(word_cmap),
         "alpha": float(alpha),
+        "interpolation": interpolation,
         "frames": [],
     }
     checksums = {}
@@ -190,7 +197,8 @@ def build_report(
       frames: the frames, in slider order.
       max_bytes: refuse (FlowlensError) to build a report larger than this (None: no bound).
       **kwargs: ``report_payload`` options: title, query, source, layer_ids, step_labels,
-        head_labels, method_labels, keep_heads, image_format ("png" | "jpeg"), cmap, word_cmap, alpha.
+        head_labels, method_labels, keep_heads, image_format ("png" | "jpeg"), cmap, word_cmap, alpha,
+        interpolation ("nearest" | "bilinear": the frame view).
     Returns:
       The HTML document as a string.
     """

@@ -102,6 +102,13 @@ def test_report_html(libero_tree, cli):
     html = (libero_tree / "rep" / "report.html").read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html") and "rollout" in html and "frame 20" in html
     assert "pick up the black bowl" in html
+    assert '"interpolation": "nearest"' in html or '"interpolation":"nearest"' in html  # the default
+    video = "data/libero/90/videos/rollout_task0_ep0.mp4"
+    smooth_args = "--frames 0 --checkpoint synthetic --output rep/smooth.html --no-progress --methods raw"
+    code, _, err = cli("report", "--video", video, *smooth_args.split(), "--interpolation", "bilinear")
+    assert code == 0, err
+    smooth = (libero_tree / "rep" / "smooth.html").read_text(encoding="utf-8")
+    assert '"interpolation": "bilinear"' in smooth or '"interpolation":"bilinear"' in smooth
     code, _, err = cli(
         "report",
         "--video",

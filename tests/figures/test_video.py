@@ -103,3 +103,25 @@ def test_attention_video_has_a_fixed_colour_scale_under_every_frame(tmp_path, da
     no_bar = attention_video(imgs, scores, data.layout, tmp_path / "plain.gif", value_label=None)
     with Image.open(no_bar) as im:
         assert im.size == (w, h)
+
+
+def test_attention_video_shows_every_present_camera_side_by_side(tmp_path, data):
+    import av
+
+    scores = np.stack([data.rollout[-1], data.rollout[5]])
+    both = [data.images] * 2  # base 256×320, left wrist 224×224 (enlarged ×2 to 448 so text reads)
+    path = attention_video(both, scores, data.layout, tmp_path / "ep.mp4", fps=2, value_label="relevance")
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 2
+    assert frames[0].shape[1] == 320 + 4 + 448  # base, a 4-px gap, left wrist
+    assert frames[0].shape[0] > 448  # the taller panel, then the colour scale under both
+    gap = frames[0][:200, 321:323].astype(float)
+    assert np.abs(gap - 255).max() < 30  # the white gap between the two panels
+    one = attention_video(
+        [data.images["base_0_rgb"]] * 2, scores, data.layout, tmp_path / "one.mp4", value_label="relevance"
+    )
+    with av.open(str(one)) as c:
+        assert next(c.decode(video=0)).width == 320
+    with pytest.raises(FlowlensError, match="camera the model saw"):
+        attention_video([{"right_wrist_0_rgb": data.images["base_0_rgb"]}], scores[:1], data.layout, tmp_path / "x.gif")

@@ -141,3 +141,29 @@ def test_actions_figure_says_the_share_going_to_the_prefix(data):
     assert labels == ["key action\n75 % to the prefix", "key action\n0 % to the prefix"]
     assert "share of the action tokens' attention that goes to the prefix" in fig.get_suptitle()
     assert min(t.get_fontsize() for t in fig.axes[0].get_xticklabels()) >= 9
+
+
+def test_outcome_figure_draws_one_row_per_camera_both_runs_saw_and_names_the_absent(data):
+    fig = outcome_figure(
+        data.rollout[17],
+        data.rollout[0],
+        (data.layout, data.layout),
+        (data.images, data.images),
+        frame_index=3,
+        value_label="rollout relevance",
+        title="success vs failure",
+    )
+    maps = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    assert len(maps) == 6  # base and left wrist: success, failure, difference each
+    assert [ax.get_ylabel() for ax in maps[::3]] == ["base", "left wrist"]
+    assert [ax.images[-1].get_cmap().name for ax in maps] == ["inferno", "inferno", "RdBu_r"] * 2
+    heat = {ax.images[-1].get_clim() for i, ax in enumerate(maps) if i % 3 != 2}
+    diff = {ax.images[-1].get_clim() for i, ax in enumerate(maps) if i % 3 == 2}
+    assert len(heat) == 1 and len(diff) == 1  # one scale for every camera, stated under the figure
+    lo, hi = diff.pop()
+    assert lo == pytest.approx(-hi) and hi > 0
+    assert all(len(ax.images) == 2 for ax in maps[2::3])  # the frame under each difference map
+    note = fig._supxlabel.get_text()
+    assert note.startswith("cameras: base, left wrist") and "one symmetric scale" in note
+    assert "absent: right wrist" in note
+    assert fig._suptitle.get_text() == "success vs failure"

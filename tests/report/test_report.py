@@ -1,11 +1,13 @@
 import json
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from report_helpers import make_frames
 
+import flowlens.report
 from flowlens.errors import FlowlensError
 from flowlens.report import ReportFrame, build_report, checksum, report_payload, with_head_mean, write_report
 from flowlens.report.data import compact, display_tokens
@@ -141,3 +143,14 @@ def test_placeholders_in_title_or_prompt_are_not_substituted():
     assert len(html) - len(plain) == 2 * (len(title) - 1)  # the title appears in <title> and the JSON
     data = embedded(html)
     assert data["title"] == title
+
+
+def test_frame_view_interpolation_is_carried_into_the_report(frames):
+    payload, _ = report_payload(frames)
+    assert payload["interpolation"] == "nearest"  # the patch grid, as in the model view and the CLI figures
+    assert report_payload(frames, interpolation="bilinear")[0]["interpolation"] == "bilinear"
+    with pytest.raises(FlowlensError, match="interpolation"):
+        report_payload(frames, interpolation="smooth")
+    js = (Path(flowlens.report.__file__).parent / "assets" / "report.js").read_text()
+    assert 'ctx.imageSmoothingEnabled = D.interpolation === "bilinear"' in js
+    assert js.count("imageSmoothingEnabled = true") == 0  # the frame view is no longer always smoothed

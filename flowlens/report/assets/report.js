@@ -157,7 +157,7 @@
       ctx.drawImage(g, 0, 0, cols * p, rows * p);
     } else {
       if (frame) ctx.drawImage(frame, 0, 0, W, H);
-      ctx.imageSmoothingEnabled = true; ctx.globalAlpha = alpha;
+      ctx.imageSmoothingEnabled = D.interpolation === "bilinear"; ctx.globalAlpha = alpha;  // nearest: the patch grid
       ctx.save(); ctx.translate(W / 2, H / 2);
       if (cam.rotate180) ctx.rotate(Math.PI);
       ctx.drawImage(g, box[1] / p, box[0] / p, box[3] / p, box[2] / p, -W / 2, -H / 2, W, H);
