@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,22 @@ def test_episode_summary_marks_resumed_episodes():
     assert list(table["reused"]) == [0, 1] and list(table["worker"]) == ["", "h:1"]
     assert math.isnan(table["seconds"][0]) and table["seconds"][1] == 0.5
     assert set(table["engine"]) == {"ray"}
+
+
+def test_batch_command_over_an_episode_folder_resumes(tabletop_episodes, tmp_path, capsys):
+    import pandas as pd
+
+    from flowlens.cli.main import main
+
+    folder = str(Path(tabletop_episodes[0]).parent)
+    argv = ["batch", "--episodes-dir", folder, "--frames", "0", "--store", str(tmp_path / "s"),
+            "--output-dir", str(tmp_path / "t"), "--no-progress"]
+    assert main(argv) == 0
+    assert "4 episodes committed in" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "0 episodes committed (4 done by an earlier run)" in capsys.readouterr().out
+    summary = pd.read_parquet(tmp_path / "t" / "episodes.parquet")
+    assert list(summary["episode"]) == ["ep0", "ep1", "ep2", "ep3"] and set(summary["status"]) == {"resumed"}
+    assert len(pd.read_parquet(tmp_path / "t" / "results.parquet")) == 4 * 18  # 4 frames × 18 layers
+    assert main(["batch", "--store", "s", "--output-dir", "t"]) == 2
+    assert "either --episodes PATH... or --episodes-dir DIR" in capsys.readouterr().err
