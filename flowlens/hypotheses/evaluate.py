@@ -81,7 +81,7 @@ def _one(h: Hypothesis, sub, **kw) -> dict:
                 if v.size == 0:
                     raise FlowlensError(
                         f"group {h.by}={g} has no frames (values seen: {seen}); add frames of that group or pass "
-                        "groups= with values that occur"
+                        "groups= with values that occur."
                     )
             res = stats.two_sample(va, vb, alternative=h.alternative, **kw)
             a, b = f"{h.by}={a}", f"{h.by}={b}"
