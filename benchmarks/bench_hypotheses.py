@@ -13,7 +13,7 @@ object (1: straight at it). Hypotheses (``obs:`` observational, ``causal:`` inte
 
 (a) the named object reaches the actions through the words vs directly from the patches:
     ``obs: actions read words vs patches`` (raw attention mass of the action rows, mean over
-    layers, paired) and ``causal: cutting actions↛words vs actions↛cameras`` (paired cosines);
+    layers, paired), ``obs: rollout of actions, words vs patches`` (their rollout's shares) and ``causal: cutting actions↛words vs actions↛cameras`` (paired cosines);
 (b) from which layer on the actions need the wrist camera (sweep over the first knocked layer
     s, layers s–17, Holm): ``causal: actions↛wrist from layer s`` and ``causal: nothing reads the
     wrist from layer s`` (every other token ↛ wrist patches) as the drop of cosine (clean − cut,
@@ -66,7 +66,7 @@ def cosine(ev, kos=()) -> float:
 
 
 def hypotheses(ko: dict, heads: int):
-    from flowlens.hypotheses import Hypothesis, mass
+    from flowlens.hypotheses import Hypothesis, mass, rollout_share
 
     def heads_graph(ev):
         return ev.graph(heads="keep", config=ev.labels["config"])
@@ -91,6 +91,11 @@ def hypotheses(ko: dict, heads: int):
                    lambda ev: {"words": mass(mean_graph(ev), "actions", "words"),
                                "patches": mass(mean_graph(ev), "actions", CAMS)}, compare=("words", "patches"),
                    description="(a) raw attention mass of the action rows, mean over layers and heads"),
+        Hypothesis("obs: rollout of actions, words vs patches",
+                   lambda ev: {"words": rollout_share(mean_graph(ev), "actions", "words"),
+                               "patches": rollout_share(mean_graph(ev), "actions", CAMS)},
+                   compare=("words", "patches"),
+                   description="(a) share of the action rows' rollout (18 layers, residual 0.5) on each"),
         Hypothesis("causal: cut actions-words vs actions-cameras",
                    lambda ev: {"words cut": cosine(ev, ko["cut actions-words"]),
                                "cameras cut": cosine(ev, ko["cut actions-cameras"])},

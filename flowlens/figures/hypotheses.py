@@ -51,8 +51,10 @@ def hypothesis_figure(table, *, alpha: float = 0.05, title: str | None = None, w
         ax.set_title(f"{name}   ({first.a} − {first.b})", fontsize=9, loc="left")
         ax.tick_params(axis="x", labelsize=8)
     axes[-1, 0].set_xlabel("effect (a − b) with bootstrap interval", fontsize=8)
-    axes[0, 0].legend(fontsize=7, loc="lower left", frameon=False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    top = 1.0 - 0.4 / fig.get_figheight()
+    fig.legend(handles, labels, loc="upper right", ncol=2, fontsize=7, frameon=False)
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.76, 1))
+        fig.suptitle(title, fontsize=10, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 0.76, top))
     return fig
