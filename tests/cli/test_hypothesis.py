@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 HYPOTHESES = '''
 import time, os
@@ -95,3 +96,32 @@ def test_resume_after_a_kill_skips_finished_frames(tmp_path, outcome_pair, cli):
     write_file(tmp_path, HYPOTHESES + "\nEXTRA = 1\n")  # an edited file may not resume into the same folder
     code, _, err = cli("hypothesis", *args)
     assert code == 2 and "per-frame function" in err
+
+
+MODEL_HYPOTHESES = '''
+from flowlens.hypotheses import Hypothesis
+from flowlens.model.knockout import Knockout
+
+def drop(ev):
+    cut = ev.actions([Knockout("base_0_rgb", "words")])
+    return float(abs(ev.actions() - cut).sum())
+
+def no_op(ev):  # the prefix never reads the suffix: this knockout changes nothing, bit for bit
+    return float(abs(ev.actions() - ev.actions([Knockout("words", "actions")])).max())
+
+DROP = Hypothesis("patches need the words", drop, null=0.0, alternative="greater")
+NOOP = Hypothesis("a knockout without mass", no_op, null=0.0)
+'''
+
+
+@pytest.mark.slow
+def test_interventions_through_the_embedded_model(tmp_path, outcome_pair, cli):
+    hyp = write_file(tmp_path, MODEL_HYPOTHESES)
+    out = tmp_path / "out"
+    code, stdout, err = cli("hypothesis", hyp, "--episode", *outcome_pair, "--checkpoint", "builtin:tabletop",
+                            "--frames", "0", "5", "--n-resamples", "999", "--output-dir", out, "--no-progress")
+    assert code == 0, err
+    t = pd.read_csv(out / "hypotheses.csv")
+    noop = t[t.hypothesis == "a knockout without mass"].iloc[0]
+    assert (noop.mean_a, noop.effect, noop.ci_low, noop.ci_high) == (0.0, 0.0, 0.0, 0.0)
+    assert t[t.hypothesis == "patches need the words"].iloc[0].mean_a > 0
