@@ -146,11 +146,15 @@ def evidences(n: int, backend):
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    flags = {
+        "--frames": {"type": int, "default": 200, "help": "held-out frames (one per scene)"},
+        "--resamples": {"type": int, "default": 9999, "help": "bootstrap / permutation resamples"},
+        "--out": {"default": None, "help": "folder for the table, figure and HTML"},
+        "--smoke": {"action": "store_true", "help": "12 frames, 999 resamples"},
+    }
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--frames", type=int, default=200, help="held-out frames (one per scene)")
-    ap.add_argument("--resamples", type=int, default=9999, help="bootstrap / permutation resamples")
-    ap.add_argument("--out", default=None, help="folder for the table, figure and HTML")
-    ap.add_argument("--smoke", action="store_true", help="12 frames, 999 resamples")
+    for flag, kw in flags.items():
+        ap.add_argument(flag, **kw)
     a = ap.parse_args(argv)
     n, resamples = (12, 999) if a.smoke else (a.frames, a.resamples)
 

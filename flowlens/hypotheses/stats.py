@@ -91,24 +91,20 @@ def _mean_diff(a, b, axis=-1):
     return np.mean(a, axis=axis) - np.mean(b, axis=axis)
 
 
-def _paired_diff(a, b, axis=-1):
-    return np.mean(a - b, axis=axis)
-
-
-def _interval(data, statistic, *, paired: bool, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
+def _interval(data, statistic, *, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
     """BCa bootstrap interval; a sample without spread has the point estimate as its interval."""
     from scipy import stats
 
     point = float(statistic(*data))
-    if all(np.ptp(d) == 0 for d in data) or (paired and np.ptp(data[0] - data[1]) == 0):
+    if all(np.ptp(d) == 0 for d in data):
         return point, point
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BCa on near-degenerate data: fall back below
-        res = stats.bootstrap(data, statistic, paired=paired, vectorized=True, confidence_level=confidence,
+        res = stats.bootstrap(data, statistic, vectorized=True, confidence_level=confidence,
                               n_resamples=int(n_resamples), method="BCa", rng=np.random.default_rng(seed))
         lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
         if not (np.isfinite(lo) and np.isfinite(hi)):
-            res = stats.bootstrap(data, statistic, paired=paired, vectorized=True, confidence_level=confidence,
+            res = stats.bootstrap(data, statistic, vectorized=True, confidence_level=confidence,
                                   n_resamples=int(n_resamples), method="percentile",
                                   rng=np.random.default_rng(seed))
             lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -122,6 +118,14 @@ def _pvalue(data, statistic, *, kind: str, alternative: str, n_resamples: int, s
                                  n_resamples=int(n_resamples), alternative=alternative,
                                  rng=np.random.default_rng(seed))
     return float(res.pvalue)
+
+
+def _interval_and_p(data, statistic, *, kind: str, alternative: str, confidence: float, n_resamples: int,
+                    seed: int) -> tuple[float, float, float]:
+    """(ci_low, ci_high, p_value) of one test: permutation ``kind`` "samples" (one sample: sign flips)
+    or "independent" (two groups: shuffled labels)."""
+    lo, hi = _interval(data, statistic, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    return lo, hi, _pvalue(data, statistic, kind=kind, alternative=alternative, n_resamples=n_resamples, seed=seed)
 
 
 def _cohen(d: np.ndarray) -> float:
@@ -144,24 +148,24 @@ def one_sample(x, null=0.0, *, alternative: str = "two-sided", confidence: float
     if not np.isfinite(nul).all():
         raise FlowlensError("one_sample null holds NaN or infinite values; give a finite null per frame.")
     d = x - nul
-    lo, hi = _interval((d,), np.mean, paired=False, confidence=confidence, n_resamples=n_resamples, seed=seed)
-    p = _pvalue((d,), np.mean, kind="samples", alternative=alternative, n_resamples=n_resamples, seed=seed)
+    lo, hi, p = _interval_and_p((d,), np.mean, kind="samples", alternative=alternative, confidence=confidence,
+                                n_resamples=n_resamples, seed=seed)
     return TestResult("one_sample", d.size, d.size, d.size, float(x.mean()), float(nul.mean()), float(d.mean()),
                       lo, hi, _cohen(d), p)
 
 
 def paired(a, b, *, alternative: str = "two-sided", confidence: float = 0.95, n_resamples: int = 9999,
            seed: int = 0) -> TestResult:
-    """Test mean(a − b) = 0 for values of the same frames (a[i] and b[i] belong together)."""
-    _check(alternative, confidence, n_resamples)
+    """Test mean(a − b) = 0 for values of the same frames (a[i] and b[i] belong together).
+
+    Swapping a[i] and b[i] flips the sign of a[i] − b[i], and resampling pairs resamples the
+    differences: this is ``one_sample(a − b, 0)`` with the means of a and b reported.
+    """
     a, b = _values("paired a", a), _values("paired b", b)
     if a.shape != b.shape:
         raise FlowlensError(f"paired a and b must hold one value per frame each; got {a.size} and {b.size}.")
-    lo, hi = _interval((a, b), _paired_diff, paired=True, confidence=confidence, n_resamples=n_resamples, seed=seed)
-    p = _pvalue((a, b), _paired_diff, kind="samples", alternative=alternative, n_resamples=n_resamples, seed=seed)
-    d = a - b
-    return TestResult("paired", a.size, a.size, b.size, float(a.mean()), float(b.mean()), float(d.mean()),
-                      lo, hi, _cohen(d), p)
+    r = one_sample(a - b, 0.0, alternative=alternative, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    return dataclasses.replace(r, test="paired", mean_a=float(a.mean()), mean_b=float(b.mean()))
 
 
 def two_sample(a, b, *, alternative: str = "two-sided", confidence: float = 0.95, n_resamples: int = 9999,
@@ -169,9 +173,8 @@ def two_sample(a, b, *, alternative: str = "two-sided", confidence: float = 0.95
     """Test mean(a) = mean(b) for two independent groups of frames by shuffling group labels."""
     _check(alternative, confidence, n_resamples)
     a, b = _values("two_sample a", a), _values("two_sample b", b)
-    lo, hi = _interval((a, b), _mean_diff, paired=False, confidence=confidence, n_resamples=n_resamples, seed=seed)
-    p = _pvalue((a, b), _mean_diff, kind="independent", alternative=alternative, n_resamples=n_resamples,
-                seed=seed)
+    lo, hi, p = _interval_and_p((a, b), _mean_diff, kind="independent", alternative=alternative,
+                                confidence=confidence, n_resamples=n_resamples, seed=seed)
     pooled = np.sqrt(((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2))
     effect = float(a.mean() - b.mean())
     d = effect / pooled if pooled > 0 else float("nan")
