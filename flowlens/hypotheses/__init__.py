@@ -17,6 +17,8 @@ from flowlens.hypotheses.hypothesis import Hypothesis as Hypothesis
 from flowlens.hypotheses.hypothesis import frame_values as frame_values
 from flowlens.hypotheses.measures import mass as mass
 from flowlens.hypotheses.measures import rollout_share as rollout_share
+from flowlens.hypotheses.runner import load_hypothesis_file as load_hypothesis_file
+from flowlens.hypotheses.runner import run_hypothesis_file as run_hypothesis_file
 from flowlens.hypotheses.stats import adjust as adjust
 from flowlens.hypotheses.stats import benjamini_hochberg as benjamini_hochberg
 from flowlens.hypotheses.stats import holm as holm
@@ -34,11 +36,13 @@ __all__ = [
     "evaluate",
     "frame_values",
     "holm",
+    "load_hypothesis_file",
     "mass",
     "one_sample",
     "paired",
     "prefetch_actions",
     "rollout_share",
+    "run_hypothesis_file",
     "summarize",
     "two_sample",
 ]
