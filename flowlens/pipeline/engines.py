@@ -78,8 +78,9 @@ class RayEngine:
       gpus_per_actor, cpus_per_actor: Ray resources of each actor.
       max_replacements: actors that may die before the run gives up.
 
-    While ``map`` runs, ``handles`` are the live actors and ``workers`` their ``"<host>:<pid>"``
-    ("" for a replacement not asked yet).
+    While ``map`` runs, ``handles`` are the live actors, ``workers`` their ``"<host>:<pid>"``
+    ("" for a replacement not asked yet) and ``in_flight`` maps each pending result (a Ray object
+    ref) to (actor index, episode task).
     """
 
     actors: int = 2
@@ -90,6 +91,7 @@ class RayEngine:
     name: str = dataclasses.field(default="ray", init=False)
     handles: list = dataclasses.field(default_factory=list, init=False, repr=False)
     workers: list = dataclasses.field(default_factory=list, init=False, repr=False)
+    in_flight: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.actors < 1:
@@ -109,7 +111,7 @@ class RayEngine:
             self.workers = ray.get([h.ping.remote() for h in self.handles])  # every model loaded
             ready = time.perf_counter() - ready
             queue = collections.deque(tasks)
-            running: dict = {}  # object ref -> (actor index, task)
+            running = self.in_flight = {}  # object ref -> (actor index, task)
 
             def submit(i: int) -> None:
                 if queue:
@@ -143,7 +145,7 @@ class RayEngine:
         finally:
             for h in self.handles:
                 ray.kill(h)
-            self.handles = []
+            self.handles, self.in_flight = [], {}
             if started:
                 ray.shutdown()
         return {"workers": min(self.actors, len(tasks)), "replaced": replaced, "ready_seconds": ready}

@@ -66,10 +66,10 @@ def test_a_killed_actor_still_commits_every_episode_once(
 
     def kill_the_busy_actor(outcome):
         commits.append(outcome.episode)
-        if not killed:  # the other actor is mid-episode: its next result is not committed yet
-            i = next(i for i, w in enumerate(engine.workers) if w != outcome.worker)
-            killed.append(engine.workers[i])
-            ray.kill(engine.handles[i], no_restart=True)
+        for ref, (i, task) in list(engine.in_flight.items()):
+            if not killed and not ray.wait([ref], timeout=0)[0]:  # mid-episode: its result is not there yet
+                killed.append((engine.workers[i], task[0].episode))
+                ray.kill(engine.handles[i], no_restart=True)
 
     result = run_job(job, engine=engine, progress=False, on_commit=kill_the_busy_actor)
     assert killed and result.replaced == 1
@@ -80,7 +80,9 @@ def test_a_killed_actor_still_commits_every_episode_once(
     pd.testing.assert_frame_equal(result.table, local.table)
     summary = pd.read_parquet(f"{job.out_dir}/episodes.parquet")
     assert sorted(summary["episode"]) == ["ep0", "ep1", "ep2", "ep3"] and set(summary["status"]) == {"committed"}
-    assert killed[0] not in set(summary["worker"])  # the killed actor's episode was redone elsewhere
+    worker, episode = killed[0]
+    assert worker not in set(summary["worker"])  # the killed actor's episode was redone by its replacement
+    assert summary.set_index("episode").loc[episode, "worker"] not in ("", worker)
     # A re-run resumes: nothing left to commit, the same table.
     again = run_job(job, engine=RayEngine(actors=2), progress=False)
     assert again.committed == 0 and again.skipped == 4
