@@ -173,7 +173,7 @@ def _prefix_embeddings(params, arrays, *, model: Pi0Model):
 
 
 def path_gradients(model: Pi0Model, params: dict, obs: Observation, target: ActionTarget, *, noise,
-                   steps: int = 32, baseline: str | np.ndarray = "zeros", num_steps: int | None = None,
+                   steps: int = 32, baseline: str | np.ndarray = "mean", num_steps: int | None = None,
                    batch_index: int = 0, batch: int = 16) -> PathGradients:
     """∂target/∂x at ``x' + α (x − x')`` for ``α = 0, 1/steps, …, 1`` (x: the prefix embeddings).
 
@@ -182,8 +182,9 @@ def path_gradients(model: Pi0Model, params: dict, obs: Observation, target: Acti
 
     Args:
       steps: intervals of the path (``steps + 1`` points, both ends included).
-      baseline: "zeros" (x' = 0), "mean" (every token's x' = the mean over the valid prefix
-        tokens) or float [P, D0] embeddings.
+      baseline: "mean" (default: every token's x' = the mean over the valid prefix
+        tokens), "zeros" (x' = 0: on RMSNorm's singularity, see flowlens.attribution.integrated_gradients)
+        or float [P, D0] embeddings.
       batch: path points per sampler call (memory: ``batch`` × one inference with gradients).
 
     Returns:
