@@ -174,11 +174,14 @@ def _prefix_embeddings(params, arrays, *, model: Pi0Model):
 
 def path_gradients(model: Pi0Model, params: dict, obs: Observation, target: ActionTarget, *, noise,
                    steps: int = 32, baseline: str | np.ndarray = "mean", num_steps: int | None = None,
-                   batch_index: int = 0, batch: int = 16) -> PathGradients:
+                   batch_index: int = 0, batch: int = 16, refine: int = 0) -> PathGradients:
     """∂target/∂x at ``x' + α (x − x')`` for ``α = 0, 1/steps, …, 1`` (x: the prefix embeddings).
 
     The path points run as batch elements of the sampler (``batch`` at a time), each with the same
-    noise, so the per-element target's gradient is the gradient at that point.
+    noise, so the per-element target's gradient is the gradient at that point. A policy that
+    switches between objects along the path has a sharp step in F there; ``refine`` extra points
+    go into the intervals of the uniform grid where F changes most (in proportion to |ΔF|), so the
+    quadrature follows the step at a fraction of the cost of a finer uniform grid.
 
     Args:
       steps: intervals of the path (``steps + 1`` points, both ends included).
@@ -186,6 +189,7 @@ def path_gradients(model: Pi0Model, params: dict, obs: Observation, target: Acti
         tokens), "zeros" (x' = 0: on RMSNorm's singularity, see flowlens.attribution.integrated_gradients)
         or float [P, D0] embeddings.
       batch: path points per sampler call (memory: ``batch`` × one inference with gradients).
+      refine: extra path points placed where F changes most (0: the uniform grid only).
 
     Returns:
       PathGradients with inputs / baseline [P, D0], alphas [steps + 1], gradients [steps + 1, P, D0]
@@ -209,18 +213,44 @@ def path_gradients(model: Pi0Model, params: dict, obs: Observation, target: Acti
         base = np.asarray(baseline, np.float32)
         if base.shape != x.shape:
             raise FlowlensError(f"baseline must be [P, D0] = {x.shape} embeddings, got shape {base.shape}.")
-    alphas = np.linspace(0.0, 1.0, int(steps) + 1)
     plan = _Plan(num_steps, None, None, tuple([-1] * num_steps), None)
-    values, grads = [], []
-    for lo in range(0, alphas.size, batch):
-        a = alphas[lo:lo + batch]
-        m = int(batch) if alphas.size > batch else a.size  # pad to one shape: one compile
-        a_pad = np.concatenate([a, np.repeat(a[-1:], m - a.size)])
-        tiled = jax.tree.map(lambda arr: jnp.repeat(arr, m, axis=0), arrays)
-        off = ((a_pad[:, None, None] - 1.0) * (x - base)[None]).astype(np.float32)  # x + off = x' + α(x − x')
-        per, g, _ = _value_and_grads_jit(params, tiled, jnp.repeat(noise, m, axis=0), weights, {"embed": jnp.asarray(off)},
-                                         model=model, plan=plan, step=target.step)
-        values.append(np.asarray(per)[:a.size])
-        grads.append(np.asarray(g["embed"])[:a.size])
-    return PathGradients(layout=layout, inputs=x, baseline=base, alphas=alphas, gradients=np.concatenate(grads),
-                         values=np.concatenate(values).astype(np.float64), target_name=target.describe())
+
+    def run(alphas: np.ndarray):
+        values, grads = [], []
+        for lo in range(0, alphas.size, batch):
+            a = alphas[lo:lo + batch]
+            m = int(batch) if alphas.size > batch else a.size  # pad to one shape: one compile
+            a_pad = np.concatenate([a, np.repeat(a[-1:], m - a.size)])
+            tiled = jax.tree.map(lambda arr: jnp.repeat(arr, m, axis=0), arrays)
+            off = ((a_pad[:, None, None] - 1.0) * (x - base)[None]).astype(np.float32)  # x + off = x' + α(x − x')
+            per, g, _ = _value_and_grads_jit(params, tiled, jnp.repeat(noise, m, axis=0), weights,
+                                             {"embed": jnp.asarray(off)}, model=model, plan=plan, step=target.step)
+            values.append(np.asarray(per, np.float64)[:a.size])
+            grads.append(np.asarray(g["embed"])[:a.size])
+        return np.concatenate(values), np.concatenate(grads)
+
+    alphas = np.linspace(0.0, 1.0, int(steps) + 1)
+    values, grads = run(alphas)
+    if int(refine) > 0:
+        extra = refined_alphas(alphas, values, int(refine))
+        v2, g2 = run(extra)
+        order = np.argsort(np.concatenate([alphas, extra]), kind="stable")
+        alphas, values = np.concatenate([alphas, extra])[order], np.concatenate([values, v2])[order]
+        grads = np.concatenate([grads, g2])[order]
+    return PathGradients(layout=layout, inputs=x, baseline=base, alphas=alphas, gradients=grads, values=values,
+                         target_name=target.describe())
+
+
+def refined_alphas(alphas: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    """``count`` new path points inside the intervals of ``alphas``, in proportion to |ΔF| there
+    (largest remainders first), spread evenly within each interval.
+
+    >>> refined_alphas(np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.0, 1.0]), 3)
+    array([0.625, 0.75 , 0.875])
+    """
+    jumps = np.abs(np.diff(values))
+    share = jumps / jumps.sum() * count if jumps.sum() > 0 else np.full(jumps.size, count / jumps.size)
+    per = np.floor(share).astype(int)
+    for i in np.argsort(-(share - per), kind="stable")[:count - per.sum()]:
+        per[i] += 1
+    return np.concatenate([np.linspace(alphas[i], alphas[i + 1], k + 2)[1:-1] for i, k in enumerate(per) if k])
