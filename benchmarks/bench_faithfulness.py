@@ -57,6 +57,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench_pointing import emit, load_model, maps_for, patch_hits, patch_valid  # noqa: E402
 
 HEADING_K = 5
+OPTIONS = [  # flag, type, default, help
+    ("--frames", int, 200, "held-out frames (one per scene)"),
+    ("--ks", str, "1,3,6,12", "numbers of tokens removed / kept"),
+    ("--ig-steps", int, 16, "Integrated Gradients uniform path intervals"),
+    ("--ig-refine", int, 16, "extra IG path points where the target changes most"),
+    ("--out", str, None, "also write the JSON lines here"),
+]
 ROUTE_GROUPS = ("words", "base_0_rgb", "left_wrist_0_rgb")
 
 
@@ -243,11 +250,8 @@ def extra_methods() -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--frames", type=int, default=200, help="held-out frames (one per scene)")
-    ap.add_argument("--ks", default="1,3,6,12", help="numbers of tokens removed / kept")
-    ap.add_argument("--ig-steps", type=int, default=16, help="Integrated Gradients uniform path intervals")
-    ap.add_argument("--ig-refine", type=int, default=16, help="extra IG path points where the target changes most")
-    ap.add_argument("--out", default=None, help="also write the JSON lines here")
+    for flag, kind, default, text in OPTIONS:
+        ap.add_argument(flag, type=kind, default=default, help=text)
     ap.add_argument("--smoke", action="store_true", help="3 frames, ks 1,6, IG 4 + 4 path points")
     a = ap.parse_args(argv)
     n_frames = 3 if a.smoke else a.frames

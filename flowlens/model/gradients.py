@@ -243,10 +243,8 @@ def path_gradients(model: Pi0Model, params: dict, obs: Observation, target: Acti
 
 def refined_alphas(alphas: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
     """``count`` new path points inside the intervals of ``alphas``, in proportion to |ΔF| there
-    (largest remainders first), spread evenly within each interval.
-
-    >>> refined_alphas(np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.0, 1.0]), 3)
-    array([0.625, 0.75 , 0.875])
+    (largest remainders first), spread evenly within each interval; e.g. alphas (0, .5, 1) with
+    values (0, 0, 1) and 3 points give (.625, .75, .875).
     """
     jumps = np.abs(np.diff(values))
     share = jumps / jumps.sum() * count if jumps.sum() > 0 else np.full(jumps.size, count / jumps.size)

@@ -27,7 +27,7 @@ import pi0_testkit as kit  # noqa: E402
 from flowlens import FlowlensError  # noqa: E402
 from flowlens.attribution import chefer_relevancy, integrated_gradients  # noqa: E402
 from flowlens.model import sample_actions  # noqa: E402
-from flowlens.model.gradients import ActionTarget, attention_gradients, path_gradients  # noqa: E402
+from flowlens.model.gradients import ActionTarget, attention_gradients, path_gradients, refined_alphas  # noqa: E402
 from flowlens.model.pi0 import make_attn_mask  # noqa: E402
 
 TARGET = ActionTarget(horizon=(1, 2), dims=(0, 3), coefficients=(0.6, -0.8))
@@ -201,3 +201,12 @@ def test_integrated_gradients_completeness_within_one_percent():
     valid = ig.layout.valid[: ig.layout.prefix_len]
     assert np.isfinite(ig.token_scores[: ig.layout.prefix_len][valid]).all()
     assert np.isnan(ig.token_scores[: ig.layout.prefix_len][~valid]).all()  # masked camera, padding
+
+
+def test_refined_alphas_follow_the_jumps():
+    np.testing.assert_allclose(refined_alphas(np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.0, 1.0]), 3),
+                               [0.625, 0.75, 0.875])
+    # jumps 1 : 3 → 4 points split 1 : 3; a flat F spreads them evenly
+    np.testing.assert_allclose(refined_alphas(np.array([0.0, 0.5, 1.0]), np.array([0.0, 1.0, 4.0]), 4),
+                               [0.25, 0.625, 0.75, 0.875])
+    np.testing.assert_allclose(refined_alphas(np.array([0.0, 0.5, 1.0]), np.array([2.0, 2.0, 2.0]), 2), [0.25, 0.75])
