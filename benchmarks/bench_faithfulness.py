@@ -248,12 +248,57 @@ def extra_methods() -> dict:
     return {name: fn for name, fn in METHODS.items() if callable(fn)}
 
 
+def pi0_memory(name: str = "pi0") -> dict:
+    """XLA's memory estimate (compiled on abstract shapes, nothing allocated) of one plain sample and
+    of ``attention_gradients`` (all maps of the prefix pass and 10 steps) for a full-size model."""
+    import jax
+    import jax.numpy as jnp
+
+    from flowlens.model import Pi0Model, gemma
+    from flowlens.model.gradients import _value_and_grads_jit
+    from flowlens.model.sampler import _Plan, _sample_impl
+
+    model = Pi0Model(name)
+    cfg = model.config
+    sds = jax.ShapeDtypeStruct
+    s, p, t_s, L, N = cfg.siglip.image_size, cfg.prefix_len, cfg.suffix_len, cfg.num_layers, cfg.num_heads
+    params = model.param_shapes()
+    if cfg.dtype == "bfloat16":  # weights stored in the compute dtype, as a served checkpoint
+        params = jax.tree.map(lambda a: sds(a.shape, jnp.bfloat16), params)
+    arrays = (tuple(sds((1, s, s, 3), jnp.float32) for _ in cfg.cameras), sds((1, len(cfg.cameras)), jnp.bool_),
+              sds((1, cfg.action_dim), jnp.float32), sds((1, cfg.max_token_len), jnp.int32),
+              sds((1, cfg.max_token_len), jnp.bool_))
+    noise = sds((1, cfg.action_horizon, cfg.action_dim), jnp.float32)
+    steps = cfg.num_steps
+    plain = _sample_impl.lower(params, arrays, noise, None, None, model=model,
+                               plan=_Plan(steps, None, None, (-1,) * steps, None)).compile().memory_analysis()
+    layers = tuple(range(L))
+    plan = _Plan(steps, gemma.LayerCapture(layers, tuple(range(p)), 0, None),
+                 gemma.LayerCapture(layers, tuple(range(t_s)), 0, None), tuple(range(steps)), None)
+    offsets = {"prefix": sds((L, 1, N, p, p), jnp.float32), "steps": sds((steps, L, 1, N, t_s, p + t_s), jnp.float32)}
+    grad = _value_and_grads_jit.lower(params, arrays, noise, sds((cfg.action_horizon, cfg.action_dim), jnp.float32),
+                                      offsets, model=model, plan=plan, step=None).compile().memory_analysis()
+    gib = 2.0**30
+
+    def sizes(m):
+        return {"arguments_gib": round(m.argument_size_in_bytes / gib, 2),
+                "outputs_gib": round(m.output_size_in_bytes / gib, 2),
+                "temporaries_gib": round(m.temp_size_in_bytes / gib, 2)}
+
+    return {"memory": name, "dtype": cfg.dtype, "plain_sample": sizes(plain), "attention_gradients": sizes(grad)}
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for flag, kind, default, text in OPTIONS:
         ap.add_argument(flag, type=kind, default=default, help=text)
     ap.add_argument("--smoke", action="store_true", help="3 frames, ks 1,6, IG 4 + 4 path points")
+    ap.add_argument("--pi0-memory", action="store_true", help="only print XLA's memory estimate at Pi0 scale")
     a = ap.parse_args(argv)
+    if a.pi0_memory:
+        rec = pi0_memory()
+        print(json.dumps(rec))
+        return [rec]
     n_frames = 3 if a.smoke else a.frames
     ks = [1, 6] if a.smoke else [int(k) for k in a.ks.split(",")]
     ig_steps, ig_refine = (4, 4) if a.smoke else (a.ig_steps, a.ig_refine)
