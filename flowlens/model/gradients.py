@@ -17,10 +17,15 @@ the derivative with respect to that quantity; one reverse pass gives all of them
   path from a baseline to the image-patch and prompt embeddings, the path points batched):
   input of Integrated Gradients.
 
-Memory (float32). The offsets and their gradients hold ``L·N·P²`` floats for the prefix pass and
+Memory. The offsets and their gradients hold float32 ``L·N·P²`` for the prefix pass and
 ``S·L·N·T_s·(P+T_s)`` for the steps: at Pi0 LIBERO scale (L 18, N 8, P 816, T_s 51, S 10)
-2 × (383 + 255) MB; the reverse pass keeps every layer's activations of the prefix pass and of
-all steps (``benchmarks/bench_faithfulness.py --pi0-memory`` prints XLA's own estimate).
+383 + 255 MB each, and the returned probabilities as much again; the reverse pass keeps every
+layer's activations of the prefix pass and of all steps. XLA's own estimate for full-size Pi0 in
+bfloat16 (``benchmarks/bench_faithfulness.py --pi0-memory``, compiled on abstract shapes for the
+CPU): a plain ``sample_actions`` needs 6.0 GiB of weights and 10.2 GiB of temporaries,
+``attention_gradients`` 6.6 GiB of arguments (weights + offsets), 20.5 GiB of temporaries and
+1.2 GiB of outputs — about twice the plain working set. ``path_gradients`` costs the same per
+path point without the attention offsets, ``batch`` points at a time.
 """
 
 from __future__ import annotations
