@@ -46,6 +46,7 @@ class _Plan:
     suffix: gemma.LayerCapture | None
     slots: tuple[int, ...]  # per step: index into the captured-steps buffer, or -1
     norms_of: int | None  # batch element whose image-token norms are returned
+    residual_of: int | None = None  # batch element whose residual stream is returned
 
 
 def sample_core(params, arrays, noise, pre_edit, suf_edit, offsets=None, *, model: Pi0Model, plan: _Plan):
@@ -65,9 +66,11 @@ def sample_core(params, arrays, noise, pre_edit, suf_edit, offsets=None, *, mode
         pre = pre + offsets["embed"].astype(pre.dtype)
     pre_attn = make_attn_mask(pre_mask, pre_ar)
     positions = jnp.cumsum(pre_mask, axis=1) - 1
-    _, kv_cache, pre_cap = gemma.transformer(llm, [pre, None], positions, pre_attn, configs=model.experts,
-                                             dtype=model.dtype, capture=plan.prefix, edit=pre_edit,
-                                             return_kv=True, prob_offsets=offsets.get("prefix"))
+    rec = plan.residual_of
+    pre_out = gemma.transformer(llm, [pre, None], positions, pre_attn, configs=model.experts, dtype=model.dtype,
+                                capture=plan.prefix, edit=pre_edit, return_kv=True,
+                                record_residual=rec is not None, prob_offsets=offsets.get("prefix"))
+    kv_cache, pre_cap = pre_out.kv, pre_out.captured
     dt = -1.0 / plan.num_steps
     suffix_positions_base = jnp.sum(pre_mask, axis=-1)[:, None]
     n_slots = sum(s >= 0 for s in plan.slots)
@@ -84,11 +87,14 @@ def sample_core(params, arrays, noise, pre_edit, suf_edit, offsets=None, *, mode
         step_off = None
         if "steps" in offsets:
             step_off = jax.lax.dynamic_index_in_dim(offsets["steps"], i, 0, keepdims=False)
-        (_, out), _, cap = gemma.transformer(llm, [None, suf], pos, full_mask, configs=model.experts,
-                                             dtype=model.dtype, adarms_cond=[None, cond], kv_cache=kv_cache,
-                                             capture=plan.suffix, edit=suf_edit, prob_offsets=step_off)
+        suf_out = gemma.transformer(llm, [None, suf], pos, full_mask, configs=model.experts, dtype=model.dtype,
+                                    adarms_cond=[None, cond], kv_cache=kv_cache, capture=plan.suffix,
+                                    edit=suf_edit, record_residual=rec is not None, prob_offsets=step_off)
+        out, cap = suf_out.outputs[1], suf_out.captured
         v_t = linear(params["action_out_proj"], out[:, -cfg.action_horizon:])
         ys = {"time": time}
+        if rec is not None:
+            ys["residual"] = suf_out.residual[1][:, rec]
         if offsets:
             ys["velocity"] = v_t
         if cap is not None and in_order:
@@ -108,6 +114,9 @@ def sample_core(params, arrays, noise, pre_edit, suf_edit, offsets=None, *, mode
     (x0, _, buf), ys = jax.lax.scan(step, (noise, time0, buf), jnp.arange(plan.num_steps))
     out = {"actions": x0, "times": ys["time"], "prefix": pre_cap,
            "steps": ys.get("probs", buf)}
+    if rec is not None:
+        out["prefix_residual"] = pre_out.residual[0][:, rec]
+        out["step_residual"] = ys["residual"]
     if offsets:
         out.update(velocities=ys["velocity"], prefix_embeddings=pre_embeddings)
     if plan.norms_of is not None:
@@ -185,7 +194,13 @@ def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps
     pre_edit = edit_for(kplan, 0, p_len, p_len)
     suf_edit = edit_for(kplan, p_len, p_len + cfg.suffix_len, p_len + cfg.suffix_len)
     norms_of = bi if (capture is not None and capture.image_norms) else None
-    plan = _Plan(num_steps, pre_cap, suf_cap, slots, norms_of)
+    residual_of = bi if (capture is not None and capture.residual) else None
+    if residual_of is not None and suf_cap is not None and pre_cap is None:
+        raise FlowlensError(
+            "CaptureConfig(residual=True) records denoising steps but not the prefix pass, whose residual "
+            "stream the steps' keys come from: record the prefix too (prefix=True and query rows with prefix "
+            "tokens, e.g. query_rows='all').")
+    plan = _Plan(num_steps, pre_cap, suf_cap, slots, norms_of, residual_of)
     out = _sample_impl(params, model.obs_arrays(obs), noise, pre_edit, suf_edit, model=model, plan=plan)
     actions = np.asarray(out["actions"])
     if capture is None:
@@ -195,14 +210,16 @@ def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps
     passes = []
     if pre_cap is not None:
         passes.append(AttentionPass(PassKind.PREFIX, np.asarray(out["prefix"]), pre_cap.layers, pre_rows,
-                                    head_reduction=capture.heads))
+                                    head_reduction=capture.heads,
+                                    residual=None if residual_of is None else np.asarray(out["prefix_residual"])))
     if suf_cap is not None:
         probs = np.asarray(out["steps"])
+        step_residual = None if residual_of is None else np.asarray(out["step_residual"])
         for s in range(num_steps):
             if slots[s] >= 0:
                 passes.append(AttentionPass(PassKind.SUFFIX, probs[slots[s]], suf_cap.layers, suf_rows,
-                                            step=s,
-                                            time=float(times[s]), head_reduction=capture.heads))
+                                            step=s, time=float(times[s]), head_reduction=capture.heads,
+                                            residual=None if step_residual is None else step_residual[s]))
     meta = {"batch_index": bi, "dtype": cfg.dtype, "num_steps": num_steps, "times": [float(t) for t in times]}
     if norms_of is not None:
         norms = np.asarray(out["image_norms"])
