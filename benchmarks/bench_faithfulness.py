@@ -17,8 +17,9 @@ tokens:
   object*: the first 5 actions' plane displacement (task space, through the norm stats'
   unnormalisation) projected on the unit direction from the gripper to the named object;
 * ``random``: a random order (the reference every method must beat);
-* any method of ``flowlens.attribution.METHODS`` that maps a Capture to token scores (norm,
-  ALTI, value zeroing, flow variants; added when they land).
+* every capture-based method of the registry ``flowlens.attribution.METHODS`` (norm, ALTI,
+  value zeroing, flow variants, when they are merged), on a capture with the residual stream and
+  every head, at the last denoising step.
 
 Removal is *deletion from the sequence*: with :class:`flowlens.model.knockout.Knockout` no token
 (in any layer or head, in the prefix pass and every denoising step) may read a removed token, so
@@ -165,10 +166,15 @@ def method_scores(frame: Frame, flow_fn, ig_steps: int, ig_refine: int, extra: d
     scores["ig"] = ig.token_scores
     seconds["ig"] = time.perf_counter() - t0
     frame.ig_completeness = ig.completeness_error
-    for name, fn in extra.items():
-        t0 = time.perf_counter()
-        scores[name] = np.asarray(fn(capture), np.float64)
-        seconds[name] = cap_s + time.perf_counter() - t0
+    if extra:  # value-based methods read the residual stream and every head
+        (_, full), full_s = timed(sample_actions, m, p, obs, noise=noise,
+                                  capture=CaptureConfig(residual=True, image_norms=False))
+        last = full.step_ids[-1]
+        for name, method in extra.items():
+            t0 = time.perf_counter()
+            res = method(m, p, obs, full, query="actions", steps=(last,))
+            scores[name] = np.asarray(res.values, np.float64)[0, -1]
+            seconds[name] = full_s + time.perf_counter() - t0
     return scores, seconds
 
 
@@ -240,12 +246,15 @@ def ci(values, rng_seed: int = 0) -> tuple[float, float, float]:
 
 
 def extra_methods() -> dict:
-    """Capture → token-score methods of ``flowlens.attribution.METHODS`` (those that landed)."""
+    """The capture-based methods of the registry ``flowlens.attribution.METHODS`` (norm, ALTI, value
+    zeroing, flow variants, once they land): name → method called as
+    ``method(model, params, obs, capture, query=..., steps=(step,))`` returning ``.values``
+    [step, layer, token]. Gradient methods are run here directly."""
     try:
-        from flowlens.attribution import METHODS  # registry of the attention-based attribution methods
+        from flowlens.attribution import METHODS
     except ImportError:
         return {}
-    return {name: fn for name, fn in METHODS.items() if callable(fn)}
+    return {name: m for name, m in METHODS.items() if "gradient" not in getattr(m, "needs", ("gradient",))}
 
 
 def pi0_memory(name: str = "pi0") -> dict:
