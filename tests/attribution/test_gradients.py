@@ -8,9 +8,10 @@ is the oracle's derivative at those entries.
 
 Numerics: the float64 central difference with step h = 1e-6 has truncation error ≈ h²·|F'''|
 ≈ 1e-12 and round-off ≈ 1e-16·|F| / h ≈ 1e-10, far below what is checked. The JAX gradient is
-float32 through 18 layers (relative round-off ~1e-6 per operation, compounding): it is held to
-2e-3 of the largest gradient entry plus 2e-3 relative — a wrong entry (a missing path, a
-transposed key axis, a gradient from the wrong step) is off by O(1) of the entry.
+float32 through 18 layers (measured: the 20 largest entries agree with the float64 differences
+to 3e-6 relative); it is held to 1e-4 of the largest gradient entry plus 1e-4 relative, a 30×
+margin — a wrong entry (a missing path, a transposed key axis, a gradient from the wrong step)
+is off by O(1) of the entry.
 """
 
 import sys
@@ -127,10 +128,15 @@ def test_attention_gradients_match_float64_finite_differences(one_step):
     assert scale > 1e-3  # the target depends on the attention at all
     rng = np.random.default_rng(0)
     p = grads.capture.prefix.probs.shape[-1]
+    # Entries between valid tokens only: a padding / masked-camera query row is uniform over the keys
+    # of its call (P keys in the sampler's prefix pass, n in the joint pass), so the garbage those
+    # tokens carry differs between the two by design (TokenGraph drops those rows and columns).
+    nodes = np.flatnonzero(grads.capture.layout.valid)
+    pre_nodes, suf_nodes = nodes[nodes < p], nodes[nodes >= p]
     flat = np.argsort(-np.abs(g).reshape(-1))[:6].tolist()  # the largest entries ...
-    pre_idx = [(int(rng.integers(18)), int(rng.integers(8)), int(rng.integers(p)), int(rng.integers(p)))
+    pre_idx = [(int(rng.integers(18)), int(rng.integers(8)), int(rng.choice(pre_nodes)), int(rng.choice(pre_nodes)))
                for _ in range(4)]  # ... random prefix entries ...
-    suf_idx = [(int(rng.integers(18)), int(rng.integers(8)), int(rng.integers(p, n)), int(rng.integers(n)))
+    suf_idx = [(int(rng.integers(18)), int(rng.integers(8)), int(rng.choice(suf_nodes)), int(rng.choice(nodes)))
                for _ in range(4)]  # ... and random suffix entries
     entries = [np.unravel_index(i, g.shape) for i in flat] + pre_idx + suf_idx
     h = 1e-6
@@ -139,13 +145,14 @@ def test_attention_gradients_match_float64_finite_differences(one_step):
         plus[layer, 0, head, q, k] += h
         minus[layer, 0, head, q, k] -= h
         fd = (target(plus) - target(minus)) / (2 * h)
-        assert abs(g[layer, head, q, k] - fd) <= 2e-3 * scale + 2e-3 * abs(fd), (layer, head, q, k, fd)
+        assert abs(g[layer, head, q, k] - fd) <= 1e-4 * scale + 1e-4 * abs(fd), (layer, head, q, k, fd)
     # a random direction over every entry at once (a gradient from the wrong step or axis shows here)
-    d = rng.standard_normal(zero.shape)
+    valid = grads.capture.layout.valid
+    d = rng.standard_normal(zero.shape) * (valid[:, None] & valid[None, :])
     d[:, :, :, :p, p:] = 0.0  # prefix rows never see suffix keys in the sampler
     d /= np.linalg.norm(d)
     fd = (target(zero + h * d) - target(zero - h * d)) / (2 * h)
-    assert np.sum(g * d[:, 0]) == pytest.approx(fd, rel=2e-3, abs=2e-3 * scale)
+    assert np.sum(g * d[:, 0]) == pytest.approx(fd, rel=1e-4, abs=1e-4 * scale)
 
 
 def test_velocity_target_reads_the_step():
