@@ -29,6 +29,7 @@ from flowlens.core.layout import TokenLayout
 from flowlens.errors import FlowlensError, check_index
 
 ROW_SUM_TOLERANCE = 1e-3
+ONE_READ_MIN_SIZE = 1 << 16  # from this many entries check_probabilities reads the array once (numba)
 
 
 class PassKind(enum.StrEnum):
@@ -299,8 +300,20 @@ def check_probabilities(probs: np.ndarray, name: str, *, valid_rows: np.ndarray 
       name: how to call the array in messages.
       valid_rows: bool [query]; only these rows are checked for their sum (None: all rows).
       stacklevel: of the row-sum warning (3: the caller of the function that called this one).
+
+    Large float arrays are read once (a numba kernel sums rows and counts entries outside [0, 1]);
+    the numpy checks run on small arrays and, on a failure, to name the first bad entry.
     """
-    if not np.isfinite(probs).all():
+    if probs.size >= ONE_READ_MIN_SIZE and probs.dtype in (np.float32, np.float64) and probs.ndim >= 2:
+        from flowlens.core._onepass_kernel import sums_range  # numba: loaded on first use
+
+        rows2d = np.ascontiguousarray(probs).reshape(-1, probs.shape[-1])
+        sums = np.empty(rows2d.shape[0])
+        if not sums_range(rows2d, sums, -1e-6, 1 + 1e-6) and np.isfinite(sums).all():
+            check_row_sums(sums.reshape(probs.shape[:-1]), name, valid_rows=valid_rows, tolerance=tolerance,
+                           stacklevel=stacklevel + 1)
+            return
+    if not np.isfinite(probs).all():  # the numpy checks: small arrays, and naming a bad entry
         bad = np.argwhere(~np.isfinite(probs))[0]
         raise FlowlensError(
             f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)}); "

@@ -94,3 +94,37 @@ def test_fused_head_capture_is_smaller():
     fused = synthetic_capture("toy", num_layers=2, num_heads=4, num_steps=2, head_reduction="mean")
     assert fused.nbytes * 4 == full.nbytes
     np.testing.assert_allclose(fused.prefix.probs[:, 0], full.prefix.probs.mean(axis=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_arrays_read_once_keep_the_numpy_checks_verdicts(dtype):
+    from flowlens.core.capture import ONE_READ_MIN_SIZE, check_probabilities
+
+    keys = 512  # [layer 2, head 2, 64, 512] = 131,072 entries: the one-read kernel
+    assert 2 * 2 * 64 * keys >= ONE_READ_MIN_SIZE
+    probs = np.full((2, 2, 64, keys), 1.0 / keys, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_probabilities(probs, "p")  # valid: silent
+        check_probabilities(probs[:, :, ::2], "p")  # a strided view is checked as well
+    bad = probs.copy()
+    bad[1, 0, 5, 7] = np.nan
+    with pytest.raises(FlowlensError, match=r"p contains NaN or inf \(first at index \(1, 0, 5, 7\)\)"):
+        check_probabilities(bad, "p")
+    bad = probs.copy()
+    bad[0, 1, 2, 3] = -np.inf
+    with pytest.raises(FlowlensError, match=r"first at index \(0, 1, 2, 3\)"):
+        check_probabilities(bad, "p")
+    bad = probs.copy()
+    bad[0, 0, 0, 0] = 1.5
+    with pytest.raises(FlowlensError, match=r"values in \[0, 1.5\]"):
+        check_probabilities(bad, "p")
+    off = probs.copy()
+    off[1, 1, 9] *= 0.5  # row (1, 1, 9) sums to 0.5
+    with pytest.warns(UserWarning, match=r"worst row \(1, 1, 9\) sums to 0.500000"):
+        check_probabilities(off, "p")
+    valid = np.ones(64, dtype=bool)
+    valid[9] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_probabilities(off, "p", valid_rows=valid)  # an invalid row's sum is not checked

@@ -205,3 +205,18 @@ def test_non_finite_state_is_named_not_blamed_on_the_softmax(bad):
             kit.model("test_tiny"), kit.params("test_tiny"), dataclasses.replace(obs, state=state), rng=jax.random.key(0),
             capture=CaptureConfig(),
         )
+
+
+@pytest.mark.parametrize("rows", [(0, 1, 2, 3, 4), (1, 2, 3), (4,), (0, 2, 3)])
+@pytest.mark.parametrize("heads", [None, "mean", "max", "min"])
+def test_kept_slice_equals_numpy_indexing(rows, heads):
+    # runs of rows are sliced, other selections gathered; heads are folded one by one
+    from flowlens.model.gemma import LayerCapture, _keep
+
+    probs = np.random.default_rng(0).random((2, 3, 5, 7)).astype(np.float32)  # [B, N, T, S]
+    got = np.asarray(jax.jit(lambda p: _keep(p, LayerCapture((0,), rows, 1, heads)))(jnp.asarray(probs)))
+    want = probs[1][:, list(rows)]
+    if heads is not None:
+        want = {"mean": np.mean, "max": np.max, "min": np.min}[heads](want, axis=0, keepdims=True)
+    assert got.shape == ((3 if heads is None else 1), len(rows), 7)
+    np.testing.assert_allclose(got, want, rtol=0, atol=0 if heads != "mean" else 1e-7)
