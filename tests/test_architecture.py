@@ -27,7 +27,10 @@ ALLOWED = {
     "tasks": {"core", "errors", "model", "io", "analysis", "projection", "testing"},
     "pipeline": {"core", "errors", "analysis", "projection", "model", "io", "testing", "figures", "report",
                  "tasks"},
-    "cli": {"core", "errors", "pipeline", "io", "flowlens"},
+    # hypotheses: statistics over frames; runs the model through pipeline backends for interventions
+    # and the embedded task's batching helper, and draws its table with figures.
+    "hypotheses": {"core", "errors", "analysis", "model", "io", "pipeline", "figures", "tasks"},
+    "cli": {"core", "errors", "pipeline", "io", "flowlens", "hypotheses"},
     "__main__": {"cli"},
     "flowlens": {"core", "errors", "analysis", "projection", "io", "_lazy"},
 }

@@ -53,6 +53,11 @@ class AttentionPass:
       time: flow-matching time t of the step (suffix passes).
       head_reduction: None when ``probs`` holds every head; "mean"/"max"/"min" when the head axis
         has size 1 and holds that fusion of all heads (recorded fused to save memory).
+      residual: None, or float32 [num_layers + 1, T_pass, width] (``CaptureConfig(residual=True)``):
+        the residual stream of *every* query token of this attention call (the prefix pass: the
+        ``prefix_len`` prefix tokens; a suffix pass: the ``suffix_len`` suffix tokens) — entry l is
+        the input of model layer l, the last entry the output before the final norm — in the
+        width of the expert that runs those tokens.
     """
 
     kind: PassKind
@@ -62,6 +67,7 @@ class AttentionPass:
     step: int | None = None
     time: float | None = None
     head_reduction: str | None = None
+    residual: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", PassKind(self.kind))
@@ -95,6 +101,12 @@ class AttentionPass:
             )
         if self.kind == PassKind.SUFFIX and self.step is None:
             raise FlowlensError("a suffix pass needs its denoising step index (step=...).")
+        if self.residual is not None:
+            res = np.asarray(self.residual, dtype=np.float32)
+            if res.ndim != 3:
+                raise FlowlensError(
+                    f"residual must be [num_layers + 1, tokens, width] (3 axes), got shape {res.shape}.")
+            object.__setattr__(self, "residual", res)
 
     @property
     def key_count(self) -> int:
@@ -115,7 +127,7 @@ class AttentionPass:
 
     @property
     def nbytes(self) -> int:
-        return int(self.probs.nbytes)
+        return int(self.probs.nbytes) + (0 if self.residual is None else int(self.residual.nbytes))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -261,6 +273,10 @@ def validate_capture(capture: Capture, *, check_rows: bool = True) -> None:
             raise FlowlensError(
                 f"query_rows of {where} must lie in [{lo}, {hi}), got rows {p.query_rows.min()}..{p.query_rows.max()}."
             )
+        if p.residual is not None and p.residual.shape[:2] != (capture.num_layers + 1, hi - lo):
+            raise FlowlensError(
+                f"residual of {where} must be [num_layers + 1, {hi - lo}, width] (every token of the pass), "
+                f"got shape {p.residual.shape}.")
         if p.head_reduction is None and p.num_heads != capture.num_heads:
             raise FlowlensError(
                 f"{where} has {p.num_heads} heads but the capture says num_heads={capture.num_heads}."

@@ -30,13 +30,16 @@ Members:
     (prefix/suffix/full), ``layers`` (list of layer ids), ``step`` (int or null), ``time`` (float
     or null), ``head_reduction`` (null/"mean"/"max"/"min"), ``probs`` (member name of the stored
     probabilities ``[layer, head, query, key]``), ``scale`` (member name of the uint8 row scales
-    ``[layer, head, query]``, or null), ``query_rows`` (member name of the int64 ``[query]`` rows).
+    ``[layer, head, query]``, or null), ``query_rows`` (member name of the int64 ``[query]`` rows),
+    ``residual`` (member name of the float32 ``[num_layers + 1, tokens, width]`` residual stream,
+    or null / absent).
   - ``actions``: member name of the float32 ``[horizon, action_dim]`` actions, or null.
   - ``arrays``: object, member name → ``{"dtype": numpy dtype string, "shape": list, "sha256":
     hex digest of the C-order bytes}``. Every member except ``__manifest__`` is listed and checked
     on load.
 
-Member names are ``pass{i}.probs``, ``pass{i}.scale``, ``pass{i}.query_rows`` and ``actions``.
+Member names are ``pass{i}.probs``, ``pass{i}.scale``, ``pass{i}.query_rows``, ``pass{i}.residual``
+and ``actions``.
 
 Loading a truncated file, a foreign file (a random ``.npz``, a PNG renamed), a newer format
 version, or an array whose checksum, dtype or shape disagrees with the manifest raises a
@@ -105,6 +108,8 @@ def capture_manifest_and_arrays(
         if scale is not None:
             arrays[f"pass{i}.scale"] = scale
         arrays[f"pass{i}.query_rows"] = np.asarray(p.query_rows, dtype=np.int64)
+        if p.residual is not None:  # kept float32 whatever the probabilities' precision
+            arrays[f"pass{i}.residual"] = np.asarray(p.residual, dtype=np.float32)
         passes.append(
             {
                 "kind": p.kind.value,
@@ -115,6 +120,7 @@ def capture_manifest_and_arrays(
                 "probs": f"pass{i}.probs",
                 "scale": f"pass{i}.scale" if scale is not None else None,
                 "query_rows": f"pass{i}.query_rows",
+                "residual": f"pass{i}.residual" if p.residual is not None else None,
             }
         )
     if capture.actions is not None:
@@ -354,6 +360,7 @@ def load_capture(path: str | os.PathLike) -> Capture:
                     )
                 scale = _load_member(npz, path, manifest, p["scale"], dtype="<f4") if p.get("scale") else None
                 rows = _load_member(npz, path, manifest, p["query_rows"], dtype="<i8")
+                residual = _load_member(npz, path, manifest, p["residual"], dtype="<f4") if p.get("residual") else None
                 passes.append(
                     AttentionPass(
                         kind=PassKind(p["kind"]),
@@ -363,6 +370,7 @@ def load_capture(path: str | os.PathLike) -> Capture:
                         step=p["step"],
                         time=p["time"],
                         head_reduction=p["head_reduction"],
+                        residual=residual,
                     )
                 )
             actions = (

@@ -49,6 +49,12 @@ class CaptureConfig:
       full: record the full pass of ``forward`` (training-style, PassKind.FULL).
       image_norms: put per-patch L2 norms of the SigLIP output tokens (sink diagnostics) into
         ``capture.metadata["image_token_norms"]`` (camera → list of floats, row-major patches).
+      residual: also record the residual stream of every recorded pass of ``sample_actions``
+        (``AttentionPass.residual``, float32 [layers + 1, tokens of the pass, width]: every token,
+        whatever ``query_rows`` says) — what value-based attributions (norm, ALTI, value zeroing)
+        and activation patching read. Suffix passes need the prefix pass recorded too (their keys'
+        values come from it). Costs ``(L+1)·P·D0`` floats for the prefix (Pi0: 127 MB) and
+        ``(L+1)·S·D1`` per step (4 MB).
     """
 
     layers: tuple[int, ...] | None = None
@@ -59,6 +65,7 @@ class CaptureConfig:
     batch_index: int = 0
     full: bool = True
     image_norms: bool = True
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if self.layers is not None:

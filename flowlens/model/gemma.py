@@ -18,7 +18,9 @@ activation dtype before they weight the values).
 
 Capture is a return value, never global state: :class:`LayerCapture` tells :func:`transformer`
 which query rows and which layers to keep and whether to fuse heads; the probabilities are the
-float32 softmax output *before* the cast, ``[layer, batch, head, query, key]``. Edge knockouts
+float32 softmax output *before* the cast, ``[layer, batch, head, query, key]``. With
+``record_residual`` it also returns the residual stream (each layer's input and the final
+pre-norm output, float32) — the raw material of value-based attributions and activation patching. Edge knockouts
 (:class:`EdgeEdit`) remove chosen (layer, head, query, key) entries from the mask before the
 softmax.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -339,10 +342,28 @@ def _keep(probs: jax.Array, cap: LayerCapture) -> jax.Array:
     return p
 
 
+class TransformerOut(NamedTuple):
+    """What :func:`transformer` returns.
+
+    Attributes:
+      outputs: per expert the final-normed hidden states [B, T_i, D_i], or None (expert not run).
+      kv: (k, v) [L, B, S, K, H] of this call (``return_kv``), or None.
+      captured: float32 [len(capture.layers), heads', rows, S] (``capture``), or None.
+      residual: per expert None or float32 [L+1, B, T_i, D_i] (``record_residual``): the input of
+        layers 0..L-1 and, last, the final output before the final norm.
+    """
+
+    outputs: list
+    kv: tuple | None
+    captured: jax.Array | None
+    residual: list | None
+
+
 def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: jax.Array, mask: jax.Array, *,
                 configs: Sequence[GemmaConfig], dtype, adarms_cond: Sequence[jax.Array | None] | None = None,
                 kv_cache: tuple[jax.Array, jax.Array] | None = None, capture: LayerCapture | None = None,
-                edit: EdgeEdit | None = None, return_kv: bool = False, remat: bool = False):
+                edit: EdgeEdit | None = None, return_kv: bool = False, remat: bool = False,
+                record_residual: bool = False) -> TransformerOut:
     """Run all layers of the expert mixture (openpi's ``gemma.Module.__call__``).
 
     Args:
@@ -358,10 +379,10 @@ def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: j
       edit: knockouts.
       return_kv: also return this call's (k, v) [L, B, S, K, H].
       remat: rematerialise each layer in the backward pass (training).
+      record_residual: also return the residual stream (float32) of every present expert.
 
     Returns:
-      ``(outputs, kv, captured)``: per-expert final-normed outputs (None stays None); kv or None;
-      captured float32 [len(capture.layers), heads', rows, S] or None.
+      a :class:`TransformerOut` ``(outputs, kv, captured, residual)``.
     """
     depth = configs[0].depth
     embedded = [None if e is None else e.astype(dtype) for e in embedded]
@@ -374,8 +395,10 @@ def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: j
         cache = None
         if kv_cache is not None:
             cache = tuple(jax.lax.dynamic_index_in_dim(c, layer, 0, keepdims=False) for c in kv_cache)
-        xs, kv, probs = block(lp, xs, positions, mask, adarms_cond, cache, configs, edit, layer)
         ys = {}
+        if record_residual:
+            ys["residual"] = [None if x is None else x.astype(jnp.float32) for x in xs]
+        xs, kv, probs = block(lp, xs, positions, mask, adarms_cond, cache, configs, edit, layer)
         if return_kv:
             ys["kv"] = kv
         if keep:
@@ -397,13 +420,20 @@ def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: j
         else:
             runs.append((layer, layer + 1, keep))
     xs = embedded
-    kvs, captured = [], []
+    kvs, captured, residuals = [], [], []
     for lo, hi, keep in runs:
         xs, ys = jax.lax.scan(lambda c, i, keep=keep: body(c, i, keep), xs, jnp.arange(lo, hi))
         if return_kv:
             kvs.append(ys["kv"])
         if keep:
             captured.append(ys["probs"])
+        if record_residual:
+            residuals.append(ys["residual"])
+    residual = None
+    if record_residual:
+        residual = [None if x is None else
+                    jnp.concatenate([r[i] for r in residuals] + [x.astype(jnp.float32)[None]], axis=0)
+                    for i, x in enumerate(xs)]
     outputs = []
     for i, (x, cond) in enumerate(zip(xs, adarms_cond, strict=True)):
         outputs.append(None if x is None else rms_norm(x, params[_name("final_norm", i)], cond)[0])
@@ -413,4 +443,4 @@ def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: j
     cap = None
     if captured:
         cap = jnp.concatenate(captured, axis=0)
-    return outputs, kv, cap
+    return TransformerOut(outputs, kv, cap, residual)

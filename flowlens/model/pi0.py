@@ -279,7 +279,7 @@ class Pi0Model:
         ar = jnp.concatenate([pre_ar, suf_ar], axis=0)
         mask = make_attn_mask(input_mask, ar)
         positions = jnp.cumsum(input_mask, axis=1) - 1
-        (prefix_out, suffix_out), _, cap = gemma.transformer(
+        (prefix_out, suffix_out), _, cap, _ = gemma.transformer(
             params["PaliGemma"]["llm"], [pre, suf], positions, mask, configs=self.experts, dtype=self.dtype,
             adarms_cond=[None, cond], capture=capture, edit=edit, remat=remat)
         v_t = linear(params["action_out_proj"], suffix_out[:, -cfg.action_horizon:])
@@ -319,6 +319,10 @@ class Pi0Model:
           (v_t float32 [B, H_a, action_dim] as numpy, Capture with one PassKind.FULL pass or None).
         """
         self.check(obs)
+        if capture is not None and capture.residual:
+            raise FlowlensError(
+                "CaptureConfig(residual=True) is recorded by sample_actions (the prefix pass and each denoising "
+                "step); forward's joint pass mixes the two experts' widths. Use flowlens.model.sample_actions.")
         cfg = self.config
         b = obs.batch_size
         time = jnp.broadcast_to(jnp.asarray(time, jnp.float32), (b,))

@@ -47,6 +47,7 @@ class _Plan:
     suffix: gemma.LayerCapture | None
     slots: tuple[int, ...]  # per step: index into the captured-steps buffer, or -1
     norms_of: int | None  # batch element whose image-token norms are returned
+    residual_of: int | None = None  # batch element whose residual stream is returned
 
 
 @functools.partial(jax.jit, static_argnames=("model", "plan"))
@@ -59,9 +60,11 @@ def _sample_impl(params, arrays, noise, pre_edit, suf_edit, *, model: Pi0Model, 
     pre, pre_mask, pre_ar, image_tokens = model.embed_prefix(params, images, image_masks, tokens, token_mask)
     pre_attn = make_attn_mask(pre_mask, pre_ar)
     positions = jnp.cumsum(pre_mask, axis=1) - 1
-    _, kv_cache, pre_cap = gemma.transformer(llm, [pre, None], positions, pre_attn, configs=model.experts,
-                                             dtype=model.dtype, capture=plan.prefix, edit=pre_edit,
-                                             return_kv=True)
+    rec = plan.residual_of
+    pre_out = gemma.transformer(llm, [pre, None], positions, pre_attn, configs=model.experts, dtype=model.dtype,
+                                capture=plan.prefix, edit=pre_edit, return_kv=True,
+                                record_residual=rec is not None)
+    kv_cache, pre_cap = pre_out.kv, pre_out.captured
     dt = -1.0 / plan.num_steps
     suffix_positions_base = jnp.sum(pre_mask, axis=-1)[:, None]
     n_slots = sum(s >= 0 for s in plan.slots)
@@ -75,11 +78,14 @@ def _sample_impl(params, arrays, noise, pre_edit, suf_edit, *, model: Pi0Model, 
         pre_part = einops.repeat(pre_mask, "b p -> b s p", s=suf.shape[1])
         full_mask = jnp.concatenate([pre_part, suf_attn], axis=-1)
         pos = suffix_positions_base + jnp.cumsum(suf_mask, axis=-1) - 1
-        (_, out), _, cap = gemma.transformer(llm, [None, suf], pos, full_mask, configs=model.experts,
-                                             dtype=model.dtype, adarms_cond=[None, cond], kv_cache=kv_cache,
-                                             capture=plan.suffix, edit=suf_edit)
+        suf_out = gemma.transformer(llm, [None, suf], pos, full_mask, configs=model.experts, dtype=model.dtype,
+                                    adarms_cond=[None, cond], kv_cache=kv_cache, capture=plan.suffix,
+                                    edit=suf_edit, record_residual=rec is not None)
+        out, cap = suf_out.outputs[1], suf_out.captured
         v_t = linear(params["action_out_proj"], out[:, -cfg.action_horizon:])
         ys = {"time": time}
+        if rec is not None:
+            ys["residual"] = suf_out.residual[1][:, rec]
         if cap is not None and in_order:
             ys["probs"] = cap
         elif cap is not None:
@@ -97,6 +103,9 @@ def _sample_impl(params, arrays, noise, pre_edit, suf_edit, *, model: Pi0Model, 
     (x0, _, buf), ys = jax.lax.scan(step, (noise, time0, buf), jnp.arange(plan.num_steps))
     out = {"actions": x0, "times": ys["time"], "prefix": pre_cap,
            "steps": ys.get("probs", buf)}
+    if rec is not None:
+        out["prefix_residual"] = pre_out.residual[0][:, rec]
+        out["step_residual"] = ys["residual"]
     if plan.norms_of is not None:
         out["image_norms"] = jnp.stack([
             jnp.sqrt(jnp.sum(jnp.square(t[plan.norms_of].astype(jnp.float32)), -1)) for t in image_tokens])
@@ -168,7 +177,13 @@ def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps
     pre_edit = edit_for(kplan, 0, p_len, p_len)
     suf_edit = edit_for(kplan, p_len, p_len + cfg.suffix_len, p_len + cfg.suffix_len)
     norms_of = bi if (capture is not None and capture.image_norms) else None
-    plan = _Plan(num_steps, pre_cap, suf_cap, slots, norms_of)
+    residual_of = bi if (capture is not None and capture.residual) else None
+    if residual_of is not None and suf_cap is not None and pre_cap is None:
+        raise FlowlensError(
+            "CaptureConfig(residual=True) records denoising steps but not the prefix pass, whose residual "
+            "stream the steps' keys come from: record the prefix too (prefix=True and query rows with prefix "
+            "tokens, e.g. query_rows='all').")
+    plan = _Plan(num_steps, pre_cap, suf_cap, slots, norms_of, residual_of)
     out = _sample_impl(params, model.obs_arrays(obs), noise, pre_edit, suf_edit, model=model, plan=plan)
     actions = np.asarray(out["actions"])
     if capture is None:
@@ -178,14 +193,16 @@ def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps
     passes = []
     if pre_cap is not None:
         passes.append(AttentionPass(PassKind.PREFIX, np.asarray(out["prefix"]), pre_cap.layers, pre_rows,
-                                    head_reduction=capture.heads))
+                                    head_reduction=capture.heads,
+                                    residual=None if residual_of is None else np.asarray(out["prefix_residual"])))
     if suf_cap is not None:
         probs = np.asarray(out["steps"])
+        step_residual = None if residual_of is None else np.asarray(out["step_residual"])
         for s in range(num_steps):
             if slots[s] >= 0:
                 passes.append(AttentionPass(PassKind.SUFFIX, probs[slots[s]], suf_cap.layers, suf_rows,
-                                            step=s,
-                                            time=float(times[s]), head_reduction=capture.heads))
+                                            step=s, time=float(times[s]), head_reduction=capture.heads,
+                                            residual=None if step_residual is None else step_residual[s]))
     meta = {"batch_index": bi, "dtype": cfg.dtype, "num_steps": num_steps, "times": [float(t) for t in times]}
     if norms_of is not None:
         norms = np.asarray(out["image_norms"])
