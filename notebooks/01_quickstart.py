@@ -103,7 +103,7 @@ from flowlens.figures import FigureConfig, attention_combined_figure
 last = config.num_layers - 1
 fig = attention_combined_figure(per_layer, capture.layout, images=frames, layer_ids=list(result.layers),
                                 config=FigureConfig(method="rollout", query="action a0"), focus_layer=last)
-fig
+plt.show()
 
 # %% [markdown]
 # ## Across all 18 layers

@@ -51,7 +51,7 @@ from flowlens.figures import head_stats_grid
 
 stats = head_stats(capture, step=backend.num_steps - 1, layers=[0, 3, 7, 11, 14, 17])
 fig = head_stats_grid(stats, camera="base_0_rgb", image=frame.images["base_0_rgb"])
-fig
+plt.show()
 
 # %%
 grids = head_grids(capture, step=backend.num_steps - 1)
@@ -103,7 +103,7 @@ from flowlens.figures import action_attention_grid
 actions = action_attention(capture, step=backend.num_steps - 1, layers=[0, 6, 12, 17])
 print("values:", actions.values.shape, "(layer, head, horizon, horizon)")
 fig = action_attention_grid(actions)
-fig
+plt.show()
 
 # %% [markdown]
 # ## 4. Denoising-step evolution
