@@ -43,6 +43,37 @@ def test_notebooks_exist_and_use_only_public_names():
         assert private_names(path.read_text(encoding="utf-8")) == [], path.name
 
 
+def own_checkpoint(folder: pathlib.Path) -> dict:
+    """The inputs of 05_your_checkpoint: a randomly initialised ``test_tiny`` Pi0 written in openpi's
+    layout, a SentencePiece tokenizer with PaliGemma's special ids, a LIBERO-named rollout video."""
+    import jax
+
+    from flowlens.io.sources import write_video
+    from flowlens.model import Pi0Model, get_config, save_openpi_checkpoint
+    from flowlens.pipeline.demo import synthetic_episode
+    from flowlens.tasks.tabletop.tokenizer import train_tokenizer
+
+    pytest.importorskip("orbax.checkpoint")
+    params = Pi0Model(get_config("test_tiny")).init(jax.random.key(0))
+    checkpoint = save_openpi_checkpoint(params, folder / "pi0_tiny")
+    (folder / "tokenizer.model").write_bytes(train_tokenizer())
+    prompt, video = synthetic_episode(True, seed=0, frames=12)
+    path = folder / f"rollout_{prompt.replace(' ', '_')}_success.mp4"
+    write_video(path, video, fps=10)
+    return {"CHECKPOINT": str(checkpoint), "TOKENIZER": str(folder / "tokenizer.model"), "VIDEO": str(path),
+            "CONFIG": "test_tiny", "FRAMES": (0, 5, 11)}
+
+
+def inject_parameters(notebook, values: dict) -> None:
+    """Papermill-style: a cell setting ``values`` right after the cell tagged "parameters"."""
+    import nbformat
+
+    tagged = [i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "the notebook needs exactly one cell tagged 'parameters'"
+    source = "\n".join(f"{k} = {v!r}" for k, v in values.items())
+    notebook.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(source))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path):
@@ -51,6 +82,8 @@ def test_notebook_runs(path, tmp_path):
     pytest.importorskip("ipykernel")
     notebook = jupytext.read(path)
     assert notebook.metadata["kernelspec"]["name"] == "python3"
+    if path.stem == "05_your_checkpoint":
+        inject_parameters(notebook, own_checkpoint(tmp_path))
     # the kernel imports this checkout's flowlens and draws inline (no Agg backend inherited)
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     env["PYTHONPATH"] = os.pathsep.join([str(path.parents[1]), os.environ.get("PYTHONPATH", "")])
