@@ -29,12 +29,13 @@ def private_names(source: str) -> list[str]:
             names = (node.module or "").split(".") + [a.name for a in node.names]
         elif isinstance(node, ast.Import):
             names = [part for a in node.names for part in a.name.split(".")]
-        found += [n for n in names if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))]
+        found += [n for n in names if n.startswith("_") and n != "_" and not (n.startswith("__") and n.endswith("__"))]
     return found
 
 
 def test_private_names_are_found():
-    assert private_names("import a._b\nfrom c import _d\nx._e\n_f = 1\ny.__class__\n") == ["_b", "_d", "_e", "_f"]
+    source = "import a._b\nfrom c import _d\nx._e\n_f = 1\ny.__class__\nfor _ in x: pass\n"
+    assert sorted(private_names(source)) == ["_b", "_d", "_e", "_f"]
 
 
 def test_notebooks_exist_and_use_only_public_names():
