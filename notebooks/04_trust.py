@@ -19,16 +19,18 @@
 #   patches a map ranks highest and measure how much the action chunk changes. Compare that with
 #   removing as many random patches. A faithful map's top patches matter more than random ones.
 #
-# This notebook ranks the three maps on both counts, over a few held-out scenes of the embedded
-# model.
+# This notebook ranks three attention maps and one gradient method on both counts, over a few
+# held-out scenes of the embedded model.
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
 import flowlens
+from flowlens.attribution import chefer_relevancy
 from flowlens.hypotheses import Evidence
-from flowlens.model import Knockout
+from flowlens.model import ActionTarget, Knockout, attention_gradients
+from flowlens.model.norm_stats import unnormalize
 from flowlens.pipeline import load_backend
 from flowlens.tasks.tabletop.dataset import patch_labels
 from flowlens.tasks.tabletop.evaluate import held_out_cases
@@ -47,10 +49,21 @@ CAMERAS = list(config.cameras)
 #
 # - **raw**: the last layer's attention probabilities;
 # - **rollout**: attention rolled out through all 18 layers, with the residual path (r = 0.5);
-# - **flow**: exact max-flow from the action tokens to each patch through the same graph.
+# - **flow**: exact max-flow from the action tokens to each patch through the same graph;
+# - **relevancy** (Chefer et al. 2021): attention maps weighted by the gradient of a target. Here
+#   the target is the chunk's heading towards the named object (first 5 actions), differentiated
+#   through the whole sampler on the same noise (`flowlens.model.attention_gradients`).
 
 # %%
-def maps_of(graph, layout):
+def heading_target(ev, to_object):
+    """ActionTarget: the first 5 actions' heading towards the object, in the model's action units."""
+    stats = backend.norm_stats["actions"]
+    scale = (unnormalize(np.ones((1, 2)), stats, quantile=config.pi05)
+             - unnormalize(np.zeros((1, 2)), stats, quantile=config.pi05))[0]
+    return ActionTarget.heading(scale * to_object / np.linalg.norm(to_object), 5)
+
+
+def maps_of(graph, layout, relevancy):
     """method → float [token] scores (NaN off the image patches)."""
     patches = layout.select(kind="image")
     queries = graph.node_index(layout.select(kind="action"))
@@ -60,14 +73,14 @@ def maps_of(graph, layout):
     flow_scores = np.full(layout.n, np.nan)
     flow_scores[flow.sources] = flow.values.mean(axis=0)
     out = {}
-    for name, scores in (("raw", raw), ("rollout", roll), ("flow", flow_scores)):
+    for name, scores in (("raw", raw), ("rollout", roll), ("flow", flow_scores), ("relevancy", relevancy)):
         only = np.full(layout.n, np.nan)
         only[patches] = scores[patches]
         out[name] = only
     return out
 
 
-METHODS = ("raw", "rollout", "flow")
+METHODS = ("raw", "rollout", "flow", "relevancy")
 rows = []
 for i, case in enumerate(cases):
     views = case.episode.render_frame(case.t)
@@ -75,7 +88,10 @@ for i, case in enumerate(cases):
                   backend.tokenizer, config, backend.norm_stats)
     ev = Evidence(f"scene{case.scene.seed}", backend, observation=obs, stream=i)
     layout = ev.layout
-    maps = maps_of(ev.graph(), layout)
+    state, xy = case.episode.states[case.t], case.episode.object_xy[case.t]
+    grads = attention_gradients(backend.model, backend.params, ev.observation,
+                                heading_target(ev, xy[case.scene.source] - state[:2]), noise=ev.noise)
+    maps = maps_of(ev.graph(), layout, chefer_relevancy(grads).token_scores())
     # share of each model patch covered by the named object, [camera, patch]
     on_object = patch_labels(views, case.scene, config)[..., 0] > 0
     object_tokens = np.concatenate([layout.segment(c).indices[on_object[j]] for j, c in enumerate(CAMERAS)])
@@ -132,16 +148,26 @@ plt.show()
 
 # %% [markdown]
 # ## How to read this
-# Six scenes give only a rough picture; one scene moves a pointing rate by 0.17. In this run,
-# rollout points at the named object well above chance, and raw attention never does. Yet no
-# map's top patches change the chunk clearly more than three random patches do. The policy does
-# not depend on a few patches that any of these maps singles out. On 1,000
-# held-out frames (`benchmarks/train_tabletop.md`), rollout's top base-camera patch is on the
-# named object 65 % of the time (chance 18 %). Raw attention scores 9 % and flow 6 %. Flow
-# saturates on this dense graph, so its values mostly reflect capacity, not routing.
+# Six scenes give only a rough picture; one scene moves a pointing rate by 0.17. Read the two
+# panels separately. A map that points at the object is plausible. A map whose top patches move
+# the chunk more than random patches do is faithful. The attention maps can be one without the
+# other. In this run relevancy comes first on both counts. Rollout points at the object above
+# chance, but the top patches of all three attention maps change the chunk about as much as
+# three random patches do.
+#
+# `benchmarks/bench_faithfulness.py` runs the full version: 200 frames, deletion and insertion
+# at k = 1…12 over patches *and* prompt tokens, Integrated Gradients as well (about 120 times the
+# cost of one sample, too slow for a notebook), bootstrap intervals. It ranks relevancy first by
+# chunk change, then IG ≈ rollout, then raw ≈ flow, and every method beats a random order. By
+# whether the chunk still heads for the object, IG is first. Relevancy's top patch is on the
+# named object in all 200 frames (`benchmarks/train_tabletop.md`). On the base camera alone
+# (`bench_pointing.py`, 1,000 frames), rollout's top patch is on the named object 65 % of the time
+# (chance 18 %), raw attention 9 % and flow 6 %. Flow saturates on this dense graph, so its
+# values mostly reflect capacity, not routing.
 #
 # Plausible and faithful are different properties. A map can point at the named object because
 # the object is visible to every token, while the chunk depends on other patches (the gripper,
 # the wrist view). Only an intervention, here removing patches, tests what the policy uses. The
 # routing notebook found the one route the policy needs: the image patches reading the prompt.
-# None of these maps shows that route.
+# None of these maps shows that route. The capture-based attribution methods of the `attr` work
+# (norm, ALTI, value zeroing) join `bench_faithfulness.py`'s table when they are merged.
