@@ -169,8 +169,8 @@ flow = flowlens.flow(graph, "action:0", sources=capture.layout.select(kind="imag
                      source_sets={name: groups[name] for name in ("base_0_rgb", "left_wrist_0_rgb", "words")})
 print("max certified gap:", flow.max_gap, "· group flows:",
       {k: round(float(v[0]), 3) for k, v in flow.set_values.items()})
-# Every group reaching the full 1.0 is the known weakness of flow on dense, well-mixed graphs: with
-# the residual path the max-flow saturates each source's capacity, so these values reflect
+# Groups at or near the full 1.0 show the known weakness of flow on dense, well-mixed graphs: with
+# the residual path the max-flow saturates each source's capacity, so such values reflect
 # capacity, not routing (benchmarks/train_tabletop.md).
 
 from flowlens.testing import joint_attention, toy_layout
