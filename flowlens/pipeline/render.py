@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -230,7 +231,8 @@ def render_figures(
     """
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg", force=False)  # headless runs; a backend already chosen (a notebook's) stays
     import matplotlib.pyplot as plt
 
     from flowlens.figures import save_figure
