@@ -25,8 +25,10 @@ ALLOWED = {
     "figures": {"core", "errors", "analysis", "projection", "io"},
     "report": {"core", "errors", "analysis", "projection", "figures", "io"},
     "tasks": {"core", "errors", "model", "io", "analysis", "projection", "testing"},
+    # attribution methods read the model's weights and the capture, and aggregate with the analyses
+    "attribution": {"core", "errors", "model", "analysis", "_lazy"},
     "pipeline": {"core", "errors", "analysis", "projection", "model", "io", "testing", "figures", "report",
-                 "tasks"},
+                 "tasks", "attribution"},
     "cli": {"core", "errors", "pipeline", "io", "flowlens"},
     "__main__": {"cli"},
     "flowlens": {"core", "errors", "analysis", "projection", "io", "_lazy"},

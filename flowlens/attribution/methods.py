@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from flowlens.analysis.step_rollout import rollout_all_steps
-from flowlens.attribution.passes import contribution_capture
 from flowlens.core.capture import Capture
 from flowlens.core.graph import TokenGraph
 from flowlens.core.query import select_query
@@ -121,6 +120,8 @@ def _masked(values: np.ndarray, capture: Capture) -> np.ndarray:
 
 def _rolled(kind: str, residual: float):
     def compute(model, params, obs, capture, *, query, steps, layers):
+        from flowlens.attribution.passes import contribution_capture  # JAX, loaded on use
+
         contrib = contribution_capture(model, params, capture, kind)
         r = rollout_all_steps(contrib, heads="mean", residual=residual, query=query, steps=list(steps),
                               method="forward")
@@ -147,6 +148,8 @@ def flow_over(contrib: Capture, query: np.ndarray, steps: Sequence[int], layers:
 
 
 def _alti_flow(model, params, obs, capture, *, query, steps, layers):
+    from flowlens.attribution.passes import contribution_capture  # JAX, loaded on use
+
     contrib = contribution_capture(model, params, capture, "alti")
     layers = (capture.num_layers - 1,) if layers is None else layers
     return Attribution("alti_flow", _masked(flow_over(contrib, query, steps, layers), capture), steps, layers)
