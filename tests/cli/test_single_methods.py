@@ -67,3 +67,14 @@ def test_pipeline_alti_scores_on_tabletop(libero_tree):
     with pytest.raises(FlowlensError, match=r"needs the residual stream.*CaptureConfig\(residual=True"):
         compute_scores(plain, spec, backend=backend)
 
+
+
+@pytest.mark.slow
+def test_report_method_switch_holds_alti_and_its_flow(libero_tree, cli):
+    code, out, err = cli("report", "--video", "data/libero/90/videos/rollout_task0_ep0.mp4", "--frames", "0",
+                         "--checkpoint", "builtin:tabletop", "--output", "rep.html", "--no-progress",
+                         "--methods", "raw", "alti", "alti_flow")
+    assert code == 0, err
+    html = (libero_tree / "rep.html").read_text(encoding="utf-8")
+    for label in ("ALTI", "ALTI flow", "raw attention"):
+        assert f'"label": "{label}"' in html or f'"label":"{label}"' in html, label
