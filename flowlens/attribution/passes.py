@@ -24,6 +24,7 @@ FlowlensError that names the fix.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -70,30 +71,46 @@ def _layer(params, layer: int) -> dict:
     return jax.tree.map(lambda a: a[layer], params["PaliGemma"]["llm"]["layers"])
 
 
+_values = jax.jit(decompose.values, static_argnums=(2,))
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "q_expert", "chunk"))
+def _layer_matrix(lp, v, x_own, local_rows, rows, probs, cond, *, kind: str, q_expert: int, chunk: int):
+    """One layer's [rows, keys] matrix of ``kind`` from the keys' values v [S, K, H] (compiled)."""
+    f = decompose.head_vectors(lp, v, q_expert)
+    gate = decompose.attention_gate(lp, x_own, q_expert, cond)
+    x_q = x_own[local_rows]
+    if kind == "value_zeroing":
+        return decompose.value_zeroing(lp, probs, f, x_q, gate, cond, expert=q_expert, chunk=max(1, chunk // 4))
+    c = decompose.contributions(probs, f, x_q, rows, gate, chunk=chunk)
+    return c["alti"] if kind == "alti" else c["norm"] / jnp.maximum(c["norm"].sum(-1, keepdims=True), 1e-30)
+
+
 def pass_contributions(model, params, prefix: AttentionPass, p: AttentionPass, kind: str, *,
-                       chunk: int = 32) -> np.ndarray:
-    """float32 [layer, 1, rows, keys] contributions of pass ``p`` (``prefix`` supplies the cached values)."""
+                       chunk: int = 32, cache: dict | None = None) -> np.ndarray:
+    """float32 [layer, 1, rows, keys] contributions of pass ``p`` (``prefix`` supplies the cached values).
+
+    ``cache`` (optional, a dict owned by the caller) keeps each layer's parameters and the prefix
+    tokens' values across the passes of one capture.
+    """
+    cache = {} if cache is None else cache
     suffix = p.kind == PassKind.SUFFIX
     n_pre = prefix.residual.shape[1]
     cond = _adarms_cond(model, params, p.time) if suffix else None
     q_expert = 1 if suffix else 0
     rows = jnp.asarray(p.query_rows)
+    local_rows = rows - (n_pre if suffix else 0)
     out = []
     for li, layer in enumerate(p.layers):
-        lp = _layer(params, layer)
-        v = decompose.values(lp, jnp.asarray(prefix.residual[layer]), 0, None)
+        if layer not in cache:
+            lp = _layer(params, layer)
+            cache[layer] = (lp, _values(lp, jnp.asarray(prefix.residual[layer]), 0, None))
+        lp, v = cache[layer]
         x_own = jnp.asarray(p.residual[layer])
         if suffix:
-            v = jnp.concatenate([v, decompose.values(lp, x_own, 1, cond)], axis=0)
-        x_q = x_own[rows - (n_pre if suffix else 0)]
-        f = decompose.head_vectors(lp, v, q_expert)
-        gate = decompose.attention_gate(lp, x_own, q_expert, cond)
-        probs = jnp.asarray(p.probs[li])
-        if kind == "value_zeroing":
-            m = decompose.value_zeroing(lp, probs, f, x_q, gate, cond, expert=q_expert, chunk=max(1, chunk // 4))
-        else:
-            c = decompose.contributions(probs, f, x_q, rows, gate, chunk=chunk)
-            m = c["alti"] if kind == "alti" else c["norm"] / jnp.maximum(c["norm"].sum(-1, keepdims=True), 1e-30)
+            v = jnp.concatenate([v, _values(lp, x_own, 1, cond)], axis=0)
+        m = _layer_matrix(lp, v, x_own, local_rows, rows, jnp.asarray(p.probs[li]), cond, kind=kind,
+                          q_expert=q_expert, chunk=chunk)
         out.append(np.asarray(m, np.float32))
     return np.stack(out)[:, None]
 
@@ -115,8 +132,9 @@ def contribution_capture(model, params, capture: Capture, kind: str, *, chunk: i
         raise unknown_name_error("kind", kind, KINDS)
     check_capture(capture, f"the {kind} attribution")
     prefix = capture.prefix
+    cache: dict = {}
     passes = tuple(
-        dataclasses.replace(p, probs=pass_contributions(model, params, prefix, p, kind, chunk=chunk),
+        dataclasses.replace(p, probs=pass_contributions(model, params, prefix, p, kind, chunk=chunk, cache=cache),
                             head_reduction="mean", residual=None)
         for p in capture.passes)
     meta = {**capture.metadata, "contributions": kind}
