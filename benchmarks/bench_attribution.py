@@ -16,6 +16,11 @@ it captures one inference with the residual stream and every head, then:
   (attention + 0.5 identity) against flow over ALTI capacities, with rollout and ALTI beside.
 
 One JSON line per frame and a summary line (mean ± standard error over frames).
+
+``--pi0-layer`` instead times one *prefix layer at Pi0 size* (PaliGemma 2B: 8 heads, 1 KV head,
+head size 256, width 2048, MLP 16384; 816 prefix tokens, random weights, float32): the model's
+own ``gemma.block`` against norm + ALTI (``decompose.contributions``, chunked over query rows) and
+the value vectors, the cost per layer relative to the forward layer.
 """
 
 # %%
@@ -28,18 +33,6 @@ import time
 import numpy as np
 
 
-def spread(maps: np.ndarray) -> float:
-    """Mean pairwise total-variation distance between the rows of maps [query, token] (rows sum to 1)."""
-    q = maps.shape[0]
-    d = [0.5 * np.abs(maps[a] - maps[b]).sum() for a in range(q) for b in range(a + 1, q)]
-    return float(np.mean(d))
-
-
-def _normed(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    v = np.where(valid, np.nan_to_num(values), 0.0)
-    return v / v.sum(-1, keepdims=True)
-
-
 def _timed(fn, repeat: int = 1):
     fn()  # compile / warm
     t0 = time.perf_counter()
@@ -48,12 +41,53 @@ def _timed(fn, repeat: int = 1):
     return (time.perf_counter() - t0) / repeat, out
 
 
+def pi0_layer(rows_chunk: int = 32) -> dict:
+    """Seconds of one Pi0-size prefix layer: forward (gemma.block) vs values + norm/ALTI contributions."""
+    import jax
+    import jax.numpy as jnp
+
+    from flowlens.attribution import decompose
+    from flowlens.model import gemma
+    from flowlens.model.config import get_config
+
+    cfg = get_config("pi0_libero")
+    c0 = cfg.paligemma
+    n, h, d, f, p = c0.num_heads, c0.head_dim, c0.width, c0.mlp_dim, cfg.prefix_len
+    keys = iter(jax.random.split(jax.random.key(0), 8))
+    lp = {"attn": {"q_einsum": {"w": jax.random.normal(next(keys), (n, d, h)) * d**-0.5},
+                   "kv_einsum": {"w": jax.random.normal(next(keys), (2, 1, d, h)) * d**-0.5},
+                   "attn_vec_einsum": {"w": jax.random.normal(next(keys), (n, h, d)) * (n * h) ** -0.5}},
+          "pre_attention_norm": {"scale": jnp.zeros(d)}, "pre_ffw_norm": {"scale": jnp.zeros(d)},
+          "mlp": {"gating_einsum": jax.random.normal(next(keys), (2, d, f)) * d**-0.5,
+                  "linear": jax.random.normal(next(keys), (f, d)) * f**-0.5}}
+    x = jax.random.normal(next(keys), (1, p, d))
+    pos = jnp.arange(p)[None]
+    mask = jnp.ones((1, 1, p, p), bool)
+    fwd = jax.jit(lambda lp, x: gemma.block(lp, [x], pos, mask, [None], None, [c0]))
+
+    def attribution(lp, x):
+        _, _, probs = fwd(lp, x)
+        v = decompose.values(lp, x[0], 0, None)
+        fv = decompose.head_vectors(lp, v, 0)
+        return decompose.contributions(probs[0], fv, x[0], jnp.arange(p), None, chunk=rows_chunk)["alti"]
+
+    t_fwd, _ = _timed(lambda: jax.block_until_ready(fwd(lp, x)))
+    t_alti, _ = _timed(lambda: jax.block_until_ready(attribution(lp, x)))
+    rec = {"pi0_prefix_layer_forward_s": round(t_fwd, 3), "pi0_prefix_layer_alti_s": round(t_alti, 3),
+           "alti_per_layer_x_forward": round(t_alti / t_fwd, 1), "prefix_tokens": p, "chunk": rows_chunk}
+    print(json.dumps(rec), flush=True)
+    return rec
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=6, help="held-out frames (one per scene)")
     ap.add_argument("--queries", type=int, default=4, help="action query tokens compared (first ones)")
     ap.add_argument("--smoke", action="store_true", help="1 frame, 2 queries")
+    ap.add_argument("--pi0-layer", action="store_true", help="time one Pi0-size prefix layer instead")
     a = ap.parse_args(argv)
+    if a.pi0_layer:
+        return pi0_layer()
     n_frames, n_queries = (1, 2) if a.smoke else (a.frames, a.queries)
 
     import jax
@@ -61,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     from flowlens.analysis.flow import flow
     from flowlens.analysis.rollout import rollout
     from flowlens.attribution import METHODS, contribution_capture
-    from flowlens.attribution.methods import flow_over
+    from flowlens.attribution.methods import flow_over, query_spread
     from flowlens.core.graph import TokenGraph
     from flowlens.model import CaptureConfig, sample_actions
     from flowlens.model.pi0 import Pi0Model
@@ -103,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
             "alti": [METHODS["alti"](model, params, None, cap, query=[q]).values[0, -1] for q in queries],
         }
         for name, m in maps.items():
-            rec[f"spread_{name}"] = round(spread(_normed(np.stack(m), layout.valid)), 4)
+            rec[f"spread_{name}"] = round(query_spread(np.stack(m), layout.valid), 4)
         records.append(rec)
         print(json.dumps(rec), flush=True)
     summary = {"frames": len(records), "queries": n_queries}

@@ -8,9 +8,17 @@ import ``passes`` on first use.
 """
 
 from flowlens._lazy import lazy_getattr
-from flowlens.attribution.methods import METHODS, Attribution, Method, attribute, get_method, register
+from flowlens.attribution.methods import (
+    METHODS,
+    Attribution,
+    Method,
+    attribute,
+    get_method,
+    query_spread,
+    register,
+)
 
 __all__ = ["KINDS", "METHODS", "Attribution", "Method", "attribute", "check_capture", "contribution_capture",
-           "get_method", "register"]
+           "get_method", "query_spread", "register"]
 __getattr__ = lazy_getattr(__name__, {n: "flowlens.attribution.passes"
                                       for n in ("KINDS", "check_capture", "contribution_capture")}, globals())

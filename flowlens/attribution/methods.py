@@ -112,6 +112,24 @@ def attribute(method: str, model, params, obs, capture: Capture, *, query="actio
     return get_method(method)(model, params, obs, capture, query=query, steps=(step,)).values[0, -1]
 
 
+def query_spread(maps: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """How much a method tells queries apart: the mean total-variation distance between the score maps
+    of two different queries. maps float [query, token] (NaN = not a token); each row is restricted to
+    ``valid`` (bool [token]) and normalised to sum 1. 0: every query gets the same map; 1: disjoint.
+
+    >>> query_spread(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
+    0.6666666666666666
+    """
+    m = np.nan_to_num(np.asarray(maps, dtype=np.float64))
+    if valid is not None:
+        m = np.where(np.asarray(valid, dtype=bool), m, 0.0)
+    if m.ndim != 2 or m.shape[0] < 2:
+        raise FlowlensError(f"maps must be [query, token] with at least 2 queries, got shape {m.shape}.")
+    m = m / m.sum(-1, keepdims=True)
+    q = m.shape[0]
+    return float(np.mean([0.5 * np.abs(m[a] - m[b]).sum() for a in range(q) for b in range(a + 1, q)]))
+
+
 def _masked(values: np.ndarray, capture: Capture) -> np.ndarray:
     out = np.array(values, dtype=np.float64)
     out[..., ~capture.layout.valid] = np.nan
