@@ -4,7 +4,7 @@
 pass holds, instead of attention probabilities, one row-stochastic matrix per layer
 ``[layer, 1, rows, keys]`` (``head_reduction="mean"``: one fused "head") of the chosen
 decomposition (:mod:`flowlens.attribution.decompose`): "norm" (Kobayashi fused norms, rows
-normalised), "alti" or "value_zeroing". Every graph analysis then runs on it unchanged —
+normalised), "norm_heads" (Kobayashi per head, every head kept), "alti" or "value_zeroing". Every graph analysis then runs on it unchanged —
 rollout over ALTI is ALTI's own aggregation, attention flow over ALTI is the flow variant.
 
 Pi0's mixture of experts, per pass:
@@ -34,7 +34,7 @@ from flowlens.attribution import decompose
 from flowlens.core.capture import AttentionPass, Capture, PassKind
 from flowlens.errors import FlowlensError, unknown_name_error
 
-KINDS = ("norm", "alti", "value_zeroing")
+KINDS = ("norm", "norm_heads", "alti", "value_zeroing")
 CAPTURE_FIX = ("capture with flowlens.model.CaptureConfig(residual=True, heads=None, query_rows='valid') "
                "(the CLI does this for --method alti / norm / value_zeroing)")
 
@@ -80,6 +80,10 @@ def _layer_matrix(lp, v, x_own, local_rows, rows, probs, cond, *, kind: str, q_e
     f = decompose.head_vectors(lp, v, q_expert)
     gate = decompose.attention_gate(lp, x_own, q_expert, cond)
     x_q = x_own[local_rows]
+    if kind == "norm_heads":  # Kobayashi per head: α^h_ij ‖f^h_j‖ (gate included), each head's rows normalised
+        g = 1.0 if gate is None else gate
+        per_head = decompose.per_head_norms(probs, f * g)
+        return per_head / jnp.maximum(per_head.sum(-1, keepdims=True), 1e-30)
     if kind == "value_zeroing":
         return decompose.value_zeroing(lp, probs, f, x_q, gate, cond, expert=q_expert, chunk=max(1, chunk // 4))
     c = decompose.contributions(probs, f, x_q, rows, gate, chunk=chunk)
@@ -88,7 +92,7 @@ def _layer_matrix(lp, v, x_own, local_rows, rows, probs, cond, *, kind: str, q_e
 
 def pass_contributions(model, params, prefix: AttentionPass, p: AttentionPass, kind: str, *,
                        chunk: int = 32, cache: dict | None = None) -> np.ndarray:
-    """float32 [layer, 1, rows, keys] contributions of pass ``p`` (``prefix`` supplies the cached values).
+    """float32 [layer, 1, rows, keys] (``norm_heads``: [layer, head, rows, keys]) contributions of pass ``p`` (``prefix`` supplies the cached values).
 
     ``cache`` (optional, a dict owned by the caller) keeps each layer's parameters and the prefix
     tokens' values across the passes of one capture.
@@ -112,7 +116,8 @@ def pass_contributions(model, params, prefix: AttentionPass, p: AttentionPass, k
         m = _layer_matrix(lp, v, x_own, local_rows, rows, jnp.asarray(p.probs[li]), cond, kind=kind,
                           q_expert=q_expert, chunk=chunk)
         out.append(np.asarray(m, np.float32))
-    return np.stack(out)[:, None]
+    out = np.stack(out)
+    return out if kind == "norm_heads" else out[:, None]
 
 
 def contribution_capture(model, params, capture: Capture, kind: str, *, chunk: int = 32) -> Capture:
@@ -121,10 +126,12 @@ def contribution_capture(model, params, capture: Capture, kind: str, *, chunk: i
     Args:
       model: the ``Pi0Model`` that made the capture; params: its parameters.
       capture: from ``sample_actions(..., capture=CaptureConfig(residual=True, heads=None))``.
-      kind: "norm", "alti" or "value_zeroing".
+      kind: "norm", "norm_heads" (Kobayashi per head, every head kept: the graph analyses' ``heads``
+        argument then picks heads), "alti" or "value_zeroing".
       chunk: query rows per chunk (memory: chunk · keys · width floats).
     Returns:
-      Capture with passes of probs float32 [layer, 1, rows, keys], head_reduction "mean", no residual.
+      Capture with passes of probs float32 [layer, 1, rows, keys], head_reduction "mean" (norm_heads:
+      [layer, head, rows, keys], head_reduction None), no residual.
     Raises:
       FlowlensError: unknown kind, or a capture without residual / prefix / every head.
     """
@@ -135,7 +142,7 @@ def contribution_capture(model, params, capture: Capture, kind: str, *, chunk: i
     cache: dict = {}
     passes = tuple(
         dataclasses.replace(p, probs=pass_contributions(model, params, prefix, p, kind, chunk=chunk, cache=cache),
-                            head_reduction="mean", residual=None)
+                            head_reduction=None if kind == "norm_heads" else "mean", residual=None)
         for p in capture.passes)
     meta = {**capture.metadata, "contributions": kind}
     return dataclasses.replace(capture, passes=passes, metadata=meta)

@@ -62,17 +62,20 @@ def test_decomposition_rebuilds_every_layer_output(name):
             np.testing.assert_allclose(np.asarray(c["alti"]).sum(-1)[valid], 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["norm", "alti", "value_zeroing"])
+@pytest.mark.parametrize("kind", ["norm", "norm_heads", "alti", "value_zeroing"])
 def test_contribution_capture_is_row_stochastic_and_causal(kind):
     name = "test_tiny_pi05"
     cap = _run(name, query_rows="valid")
     out = contribution_capture(kit.model(name), kit.params(name), cap, kind)
     for p, orig in zip(out.passes, cap.passes, strict=True):
-        assert p.probs.shape == (len(orig.layers), 1, orig.probs.shape[2], orig.key_count)
-        assert p.head_reduction == "mean" and p.residual is None
+        heads = orig.probs.shape[1] if kind == "norm_heads" else 1
+        assert p.probs.shape == (len(orig.layers), heads, orig.probs.shape[2], orig.key_count)
+        assert p.head_reduction == (None if kind == "norm_heads" else "mean") and p.residual is None
         np.testing.assert_allclose(p.probs.sum(-1), 1.0, rtol=1e-5)
         # a key nobody attends to (masked) gets nothing
         np.testing.assert_array_equal(p.probs[:, 0][orig.probs.sum(1) == 0], 0.0)
+        if kind == "norm_heads":  # per head: zero exactly where that head does not attend
+            np.testing.assert_array_equal(p.probs[orig.probs == 0], 0.0)
 
 
 def test_missing_residual_names_the_fix():
