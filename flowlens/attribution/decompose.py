@@ -76,7 +76,8 @@ def _chunks(r: int, chunk: int) -> tuple[int, int]:
 
 
 def _map_rows(fn, arrays, r: int, chunk: int):
-    """Apply ``fn`` to row chunks of ``arrays`` (each with R leading... rows on axis given per array)."""
+    """``fn`` over chunks of ``chunk`` query rows: ``arrays`` are (array, its row axis) pairs; each chunk
+    passes the arrays with the row axis first; outputs are concatenated back to R rows (padding dropped)."""
     chunk, n_chunks = _chunks(r, chunk)
     pad = n_chunks * chunk - r
 
