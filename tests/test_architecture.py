@@ -19,17 +19,21 @@ ALLOWED = {
     "core": {"errors"},
     "analysis": {"core", "errors", "_lazy"},
     "projection": {"core", "errors"},
+    # attribution methods: pure functions of what the model computed (gradients, captures), like analyses;
+    # the value-based ones recompute values / norms / MLP from the residual with the model's building blocks
+    "attribution": {"core", "errors", "analysis", "model", "_lazy"},
     "model": {"core", "errors"},
     "io": {"core", "errors"},
     "testing": {"core", "errors", "analysis"},
     "figures": {"core", "errors", "analysis", "projection", "io"},
     "report": {"core", "errors", "analysis", "projection", "figures", "io"},
     "tasks": {"core", "errors", "model", "io", "analysis", "projection", "testing"},
-    # attribution methods read the model's weights and the capture, and aggregate with the analyses
-    "attribution": {"core", "errors", "model", "analysis", "_lazy"},
     "pipeline": {"core", "errors", "analysis", "projection", "model", "io", "testing", "figures", "report",
                  "tasks", "attribution"},
-    "cli": {"core", "errors", "pipeline", "io", "flowlens"},
+    # hypotheses: statistics over frames; runs the model through pipeline backends for interventions
+    # and the embedded task's batching helper, and draws its table with figures.
+    "hypotheses": {"core", "errors", "analysis", "model", "io", "pipeline", "figures", "tasks"},
+    "cli": {"core", "errors", "pipeline", "io", "flowlens", "hypotheses"},
     "__main__": {"cli"},
     "flowlens": {"core", "errors", "analysis", "projection", "io", "_lazy"},
 }

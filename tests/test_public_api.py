@@ -15,9 +15,9 @@ TOP_LEVEL = {
     "patch_grid", "frame_heatmap", "word_scores", "load_capture", "save_capture",
 }
 
-SUBPACKAGES = ["flowlens.analysis", "flowlens.analysis.flow", "flowlens.attribution", "flowlens.core", "flowlens.io",
+SUBPACKAGES = ["flowlens.analysis", "flowlens.analysis.flow", "flowlens.core", "flowlens.io",
                "flowlens.projection", "flowlens.figures", "flowlens.pipeline", "flowlens.report",
-               "flowlens.testing"]
+               "flowlens.testing", "flowlens.hypotheses", "flowlens.attribution"]
 
 
 def test_top_level_is_exactly_the_everyday_surface():

@@ -7,7 +7,7 @@ Nothing here imports JAX. Import explicitly: ``import flowlens.figures as ff``.
 Module map: ``image`` (overlays per camera), ``text`` (word bars, layers × words, highlighted
 prompt), ``evolution`` (group shares across layers), ``strips`` (heatmaps across layers),
 ``heads`` (layers × heads grids), ``actions`` (horizon × horizon), ``steps`` (denoising steps),
-``compare`` (success vs failure), ``composers`` (the legacy multi-panel PNGs), ``views`` (the
+``compare`` (success vs failure), ``hypotheses`` (hypothesis test tables), ``composers`` (the legacy multi-panel PNGs), ``views`` (the
 steps / heads / actions views of one frame, the success-vs-failure page), ``adapters``
 (analysis records → figures), ``video``
 (MP4 / GIF), ``save`` (atomic writes), ``config`` (FigureConfig).
@@ -35,6 +35,7 @@ from flowlens.figures.evolution import share_evolution as share_evolution
 from flowlens.figures.heads import head_grid as head_grid
 from flowlens.figures.heads import head_statistic as head_statistic
 from flowlens.figures.heads import head_word_grid as head_word_grid
+from flowlens.figures.hypotheses import hypothesis_figure as hypothesis_figure
 from flowlens.figures.image import camera_overlay as camera_overlay
 from flowlens.figures.image import image_overlay as image_overlay
 from flowlens.figures.save import atomic_path as atomic_path
@@ -84,6 +85,7 @@ __all__ = [
     "head_statistic",
     "head_word_grid",
     "highlighted_text",
+    "hypothesis_figure",
     "image_overlay",
     "layer_strip",
     "overlay_frame",

@@ -22,7 +22,6 @@ compiled functions (``jax.jit`` keyed by the model object and the static capture
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import einops
 import jax
@@ -50,20 +49,27 @@ class _Plan:
     residual_of: int | None = None  # batch element whose residual stream is returned
 
 
-@functools.partial(jax.jit, static_argnames=("model", "plan"))
-def _sample_impl(params, arrays, noise, pre_edit, suf_edit, *, model: Pi0Model, plan: _Plan):
-    # Compiled once per (model object, plan) and edit structure: jax.jit's own cache, held here.
+def sample_core(params, arrays, noise, pre_edit, suf_edit, offsets=None, *, model: Pi0Model, plan: _Plan):
+    """The traceable sampler (``_sample_impl`` is its jit). ``offsets`` (None: the plain computation)
+    is a dict of zero arrays the gradient code differentiates against: "embed" [B, P, D0] added to
+    the prefix embeddings, "prefix" [L, B, N, P, P] / "steps" [num_steps, L, B, N, T_s, P + T_s]
+    added to the attention probabilities; with offsets the output also holds "velocities"
+    [num_steps, B, H_a, action_dim] and "prefix_embeddings" [B, P, D0]."""
     cfg = model.config
     llm = params["PaliGemma"]["llm"]
     images, image_masks, state, tokens, token_mask = arrays
     b = state.shape[0]
     pre, pre_mask, pre_ar, image_tokens = model.embed_prefix(params, images, image_masks, tokens, token_mask)
+    offsets = offsets or {}
+    pre_embeddings = pre
+    if "embed" in offsets:
+        pre = pre + offsets["embed"].astype(pre.dtype)
     pre_attn = make_attn_mask(pre_mask, pre_ar)
     positions = jnp.cumsum(pre_mask, axis=1) - 1
     rec = plan.residual_of
     pre_out = gemma.transformer(llm, [pre, None], positions, pre_attn, configs=model.experts, dtype=model.dtype,
                                 capture=plan.prefix, edit=pre_edit, return_kv=True,
-                                record_residual=rec is not None)
+                                record_residual=rec is not None, prob_offsets=offsets.get("prefix"))
     kv_cache, pre_cap = pre_out.kv, pre_out.captured
     dt = -1.0 / plan.num_steps
     suffix_positions_base = jnp.sum(pre_mask, axis=-1)[:, None]
@@ -78,14 +84,19 @@ def _sample_impl(params, arrays, noise, pre_edit, suf_edit, *, model: Pi0Model, 
         pre_part = einops.repeat(pre_mask, "b p -> b s p", s=suf.shape[1])
         full_mask = jnp.concatenate([pre_part, suf_attn], axis=-1)
         pos = suffix_positions_base + jnp.cumsum(suf_mask, axis=-1) - 1
+        step_off = None
+        if "steps" in offsets:
+            step_off = jax.lax.dynamic_index_in_dim(offsets["steps"], i, 0, keepdims=False)
         suf_out = gemma.transformer(llm, [None, suf], pos, full_mask, configs=model.experts, dtype=model.dtype,
                                     adarms_cond=[None, cond], kv_cache=kv_cache, capture=plan.suffix,
-                                    edit=suf_edit, record_residual=rec is not None)
+                                    edit=suf_edit, record_residual=rec is not None, prob_offsets=step_off)
         out, cap = suf_out.outputs[1], suf_out.captured
         v_t = linear(params["action_out_proj"], out[:, -cfg.action_horizon:])
         ys = {"time": time}
         if rec is not None:
             ys["residual"] = suf_out.residual[1][:, rec]
+        if offsets:
+            ys["velocity"] = v_t
         if cap is not None and in_order:
             ys["probs"] = cap
         elif cap is not None:
@@ -106,10 +117,16 @@ def _sample_impl(params, arrays, noise, pre_edit, suf_edit, *, model: Pi0Model, 
     if rec is not None:
         out["prefix_residual"] = pre_out.residual[0][:, rec]
         out["step_residual"] = ys["residual"]
+    if offsets:
+        out.update(velocities=ys["velocity"], prefix_embeddings=pre_embeddings)
     if plan.norms_of is not None:
         out["image_norms"] = jnp.stack([
             jnp.sqrt(jnp.sum(jnp.square(t[plan.norms_of].astype(jnp.float32)), -1)) for t in image_tokens])
     return out
+
+
+# Compiled once per (model object, plan) and edit structure: jax.jit's own cache, held here.
+_sample_impl = jax.jit(sample_core, static_argnames=("model", "plan"))
 
 
 def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps: int | None = None,

@@ -182,10 +182,9 @@ class ModelBackend:
     def num_steps(self) -> int:
         return int(self.config.num_steps)
 
-    def capture(self, frame, needs: CaptureNeeds = CaptureNeeds(), *, seed: int = 0) -> Capture:
-        import jax
-
-        from flowlens.model import CaptureConfig, sample_actions
+    def observation(self, frame):
+        """The batch-1 ``Observation`` the model reads for an episode ``Frame`` (its cameras the
+        model knows, letterboxed; the prompt tokenised; the state normalised)."""
         from flowlens.model.preprocess import make_observation
 
         cams = [c for c in frame.images if c in self.config.cameras]
@@ -198,7 +197,7 @@ class ModelBackend:
         rotations = {frame.transforms[c].rotate180 for c in cams}
         if len(rotations) > 1:
             raise FlowlensError("cameras of one frame disagree on rotate180; open them with one orientation.")
-        obs = make_observation(
+        return make_observation(
             {c: frame.images[c] for c in cams},
             frame.prompt,
             frame.state,
@@ -208,6 +207,13 @@ class ModelBackend:
             norm_stats=self.norm_stats,
             discrete_state=self.discrete_state,
         )
+
+    def capture(self, frame, needs: CaptureNeeds = CaptureNeeds(), *, seed: int = 0) -> Capture:
+        import jax
+
+        from flowlens.model import CaptureConfig, sample_actions
+
+        obs = self.observation(frame)
         max_step = max(needs.steps) if needs.steps else 0
         cfg = CaptureConfig(
             prefix=needs.graph,

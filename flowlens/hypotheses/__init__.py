@@ -1,0 +1,48 @@
+"""Hypotheses: a named per-frame statistic, a grouping and a test, over many frames / episodes.
+
+Module map: ``evidence`` (what a statistic may ask of one frame: labels, capture, layout,
+interventions), ``hypothesis`` (the ``Hypothesis`` and its per-frame values), ``evaluate`` (the test
+table over frames), ``stats`` (bootstrap intervals, permutation tests, Holm / BH), ``measures``
+(attention mass and rollout share between selections), ``runner`` (a hypothesis file over an
+episode source, resumable: ``flowlens hypothesis``).
+"""
+
+from flowlens.hypotheses.evaluate import HypothesisResult as HypothesisResult
+from flowlens.hypotheses.evaluate import correct as correct
+from flowlens.hypotheses.evaluate import evaluate as evaluate
+from flowlens.hypotheses.evaluate import summarize as summarize
+from flowlens.hypotheses.evidence import Evidence as Evidence
+from flowlens.hypotheses.evidence import prefetch_actions as prefetch_actions
+from flowlens.hypotheses.hypothesis import Hypothesis as Hypothesis
+from flowlens.hypotheses.hypothesis import frame_values as frame_values
+from flowlens.hypotheses.measures import mass as mass
+from flowlens.hypotheses.measures import rollout_share as rollout_share
+from flowlens.hypotheses.runner import load_hypothesis_file as load_hypothesis_file
+from flowlens.hypotheses.runner import run_hypothesis_file as run_hypothesis_file
+from flowlens.hypotheses.stats import adjust as adjust
+from flowlens.hypotheses.stats import benjamini_hochberg as benjamini_hochberg
+from flowlens.hypotheses.stats import holm as holm
+from flowlens.hypotheses.stats import one_sample as one_sample
+from flowlens.hypotheses.stats import paired as paired
+from flowlens.hypotheses.stats import two_sample as two_sample
+
+__all__ = [
+    "Evidence",
+    "Hypothesis",
+    "HypothesisResult",
+    "adjust",
+    "benjamini_hochberg",
+    "correct",
+    "evaluate",
+    "frame_values",
+    "holm",
+    "load_hypothesis_file",
+    "mass",
+    "one_sample",
+    "paired",
+    "prefetch_actions",
+    "rollout_share",
+    "run_hypothesis_file",
+    "summarize",
+    "two_sample",
+]

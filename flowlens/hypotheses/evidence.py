@@ -1,0 +1,222 @@
+"""Evidence: what a hypothesis's statistic may ask of one frame — labels, a capture, the layout, interventions.
+
+An ``Evidence`` wraps one frame (an episode ``Frame``, or a ready ``Observation``) and the backend
+that runs it (``flowlens.pipeline.load_backend``: a checkpoint, ``builtin:tabletop``, or
+``synthetic``). Everything is computed lazily, on first request, and kept on the object:
+
+- ``ev.labels``: per-frame labels (episode, frame, success, prompt, anything the caller adds);
+- ``ev.capture(config)``: the attention capture for a ``CaptureConfig`` (default: every valid
+  row of the prefix pass and denoising step 0, heads averaged); ``ev.graph(step)`` its TokenGraph;
+- ``ev.layout``: the TokenLayout (without running the model where the backend can tell);
+- ``ev.actions(knockouts)``: the action chunk, float32 [H, action_dim] (unnormalised with the
+  checkpoint's norm stats when it has them), sampled from this frame's own fixed noise, so the
+  clean run (``knockouts=()``) and every intervention differ only by the intervention.
+
+``prefetch_actions(evidences, knockouts)`` samples one intervention for many frames in batches:
+frames whose token groups sit at the same positions share one sampler call (knockouts resolve on
+one layout per call), padded to a power-of-two batch so the compiled programs are few.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from flowlens.errors import FlowlensError
+
+DEFAULT_BATCH = 32
+
+
+def _default_config():
+    from flowlens.model import CaptureConfig
+
+    return CaptureConfig(steps=(0,), query_rows="valid", heads="mean", image_norms=False)
+
+
+def knockout_key(knockouts) -> str:
+    """A stable text key of a knockout list (the cache key of ``Evidence.actions``)."""
+    from flowlens.model.knockout import Knockout
+
+    kos = [knockouts] if isinstance(knockouts, Knockout) else list(knockouts or ())
+    for i, ko in enumerate(kos):
+        if not isinstance(ko, Knockout):
+            raise FlowlensError(
+                f"knockouts[{i}] must be a flowlens.model.knockout.Knockout, got {type(ko).__name__}; "
+                "e.g. Knockout(query='actions', key='words', layers=range(9, 18))."
+            )
+    return json.dumps([k.describe() for k in kos], sort_keys=True)
+
+
+class Evidence:
+    """One frame's evidence for a hypothesis (see the module docstring).
+
+    Args:
+      key: a unique name of the frame ("<episode>/<frame>").
+      backend: a ``flowlens.pipeline`` backend (``ModelBackend`` for actions and interventions).
+      frame: an episode ``Frame`` (``flowlens.io.sources``), or None when ``observation`` is given.
+      observation: a batch-1 ``flowlens.model.Observation`` (overrides building one from ``frame``).
+      labels: per-frame labels for grouping (JSON-like values).
+      seed: the noise seed; the noise is ``normal`` from ``numpy.random.default_rng([seed, stream])``.
+      stream: a per-frame integer mixed into the noise seed (default: the frame index).
+    """
+
+    def __init__(self, key: str, backend, *, frame=None, observation=None, labels: Mapping | None = None,
+                 seed: int = 0, stream: int | None = None):
+        if frame is None and observation is None:
+            raise FlowlensError(f"Evidence {key!r} needs a frame (episode Frame) or an observation; got neither.")
+        self.key = str(key)
+        self.backend = backend
+        self.frame = frame
+        self._obs = observation
+        self.labels = dict(labels or {})
+        self.seed = int(seed)
+        self.stream = int(stream if stream is not None else (getattr(frame, "index", 0) or 0))
+        self._captures: dict[str, object] = {}
+        self._actions: dict[str, np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        return f"Evidence({self.key!r}, labels={self.labels!r})"
+
+    # ---- the model side --------------------------------------------------------------------------
+    @property
+    def has_model(self) -> bool:
+        return hasattr(self.backend, "model") and hasattr(self.backend, "params")
+
+    def _need_model(self, what: str) -> None:
+        if not self.has_model:
+            raise FlowlensError(
+                f"{what} needs a model, but frame {self.key!r} runs on the {getattr(self.backend, 'name', '?')!r} "
+                "backend (attention only). Use --checkpoint builtin:tabletop or an openpi checkpoint."
+            )
+
+    @property
+    def observation(self):
+        """The batch-1 Observation the model reads (built from the frame on first use)."""
+        self._need_model("an Observation")
+        if self._obs is None:
+            self._obs = self.backend.observation(self.frame)
+        return self._obs
+
+    @property
+    def noise(self) -> np.ndarray:
+        """float32 [1, action_horizon, action_dim]: this frame's fixed sampling noise."""
+        self._need_model("sampling noise")
+        cfg = self.backend.model.config
+        rng = np.random.default_rng([self.seed, self.stream])
+        return rng.standard_normal((1, cfg.action_horizon, cfg.action_dim)).astype(np.float32)
+
+    @property
+    def layout(self):
+        """The TokenLayout of this frame (from the model's inputs, or the synthetic backend's)."""
+        if self.has_model:
+            return self.backend.model.layout(self.observation)
+        if hasattr(self.backend, "layout") and self.frame is not None:
+            return self.backend.layout(self.frame)
+        return self.capture().layout
+
+    def capture(self, config=None):
+        """The Capture for a ``flowlens.model.CaptureConfig`` (default: valid rows of the prefix and
+        step 0, heads averaged), computed once per config."""
+        from flowlens.model import CaptureConfig
+
+        config = _default_config() if config is None else config
+        if not isinstance(config, CaptureConfig):
+            raise FlowlensError(
+                f"capture(config=...) takes a flowlens.model.CaptureConfig, got {type(config).__name__}; "
+                "e.g. CaptureConfig(steps=(0,), query_rows='valid', heads='mean')."
+            )
+        key = repr(config)
+        if key not in self._captures:
+            if self.has_model:
+                from flowlens.model import sample_actions
+
+                actions, cap = sample_actions(self.backend.model, self.backend.params, self.observation,
+                                              noise=self.noise, capture=config)
+                self._actions.setdefault(knockout_key(()), self._task_actions(actions)[0])
+            else:
+                from flowlens.pipeline.backends import CaptureNeeds
+
+                steps = (0,) if config.steps in ("all", "none") else tuple(config.steps) or (0,)
+                needs = CaptureNeeds(steps=steps, graph=config.prefix, all_heads=config.heads is None)
+                cap = self.backend.capture(self.frame, needs, seed=self.seed)
+            self._captures[key] = cap
+        return self._captures[key]
+
+    def graph(self, step: int = 0, *, heads="mean", residual: float | None = 0.5, config=None):
+        """TokenGraph of denoising ``step`` from ``capture(config)``."""
+        from flowlens.core.graph import TokenGraph
+
+        return TokenGraph.from_capture(self.capture(config), step, heads=heads, residual=residual)
+
+    def _task_actions(self, actions: np.ndarray) -> np.ndarray:
+        from flowlens.model.norm_stats import unnormalize
+
+        stats = self.backend.norm_stats or {}
+        if "actions" not in stats:
+            return np.asarray(actions, np.float32)
+        return unnormalize(actions, stats["actions"], quantile=self.backend.model.config.pi05).astype(np.float32)
+
+    def actions(self, knockouts=()) -> np.ndarray:
+        """float32 [action_horizon, action_dim]: the chunk sampled with ``knockouts`` (a Knockout or a
+        list; () is the clean run) from this frame's noise, unnormalised when the backend has norm stats."""
+        key = knockout_key(knockouts)
+        if key not in self._actions:
+            self._need_model("actions and interventions")
+            from flowlens.model import sample_actions
+
+            acts, _ = sample_actions(self.backend.model, self.backend.params, self.observation, noise=self.noise,
+                                     knockouts=list(_as_list(knockouts)) or None)
+            self._actions[key] = self._task_actions(acts)[0]
+        return self._actions[key]
+
+    def _store_actions(self, key: str, actions: np.ndarray) -> None:
+        self._actions[key] = actions
+
+
+def _as_list(knockouts):
+    from flowlens.model.knockout import Knockout
+
+    return [knockouts] if isinstance(knockouts, Knockout) else list(knockouts or ())
+
+
+def _layout_signature(ev: Evidence) -> tuple:
+    lay = ev.layout
+    return (id(ev.backend), lay.n, tuple((k, v.tobytes()) for k, v in lay.groups().items()))
+
+
+def prefetch_actions(evidences: Sequence[Evidence], knockouts=(), *, batch_size: int = DEFAULT_BATCH) -> int:
+    """Sample ``knockouts`` for every evidence not holding it yet, batched; returns the sampler calls made.
+
+    Frames are grouped by backend and token-group positions (a knockout resolves on one layout per
+    call); each group runs in batches of ``batch_size`` padded to a power of two.
+    """
+    from flowlens.model import sample_actions
+    from flowlens.tasks.tabletop.policy import stack_observations
+
+    if batch_size < 1:
+        raise FlowlensError(f"batch_size must be >= 1, got {batch_size}.")
+    key = knockout_key(knockouts)
+    todo = [ev for ev in evidences if key not in ev._actions]
+    for ev in todo:
+        ev._need_model("actions and interventions")
+    groups: dict[tuple, list[Evidence]] = {}
+    for ev in todo:
+        groups.setdefault(_layout_signature(ev), []).append(ev)
+    calls = 0
+    kos = _as_list(knockouts) or None
+    for members in groups.values():
+        backend = members[0].backend
+        for lo in range(0, len(members), batch_size):
+            chunk = members[lo: lo + batch_size]
+            size = 1 << (len(chunk) - 1).bit_length()
+            padded = chunk + [chunk[-1]] * (size - len(chunk))
+            obs = stack_observations([ev.observation for ev in padded])
+            noise = np.concatenate([ev.noise for ev in padded])
+            acts, _ = sample_actions(backend.model, backend.params, obs, noise=noise, knockouts=kos)
+            task = chunk[0]._task_actions(acts)
+            for i, ev in enumerate(chunk):
+                ev._store_actions(key, task[i])
+            calls += 1
+    return calls
