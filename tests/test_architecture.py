@@ -19,8 +19,9 @@ ALLOWED = {
     "core": {"errors"},
     "analysis": {"core", "errors", "_lazy"},
     "projection": {"core", "errors"},
-    # attribution methods: pure functions of what the model computed (gradients, captures), like analyses
-    "attribution": {"core", "errors", "analysis"},
+    # attribution methods: pure functions of what the model computed (gradients, captures), like analyses;
+    # the value-based ones recompute values / norms / MLP from the residual with the model's building blocks
+    "attribution": {"core", "errors", "analysis", "model", "_lazy"},
     "model": {"core", "errors"},
     "io": {"core", "errors"},
     "testing": {"core", "errors", "analysis"},

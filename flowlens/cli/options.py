@@ -95,7 +95,9 @@ def add_analysis_args(p: argparse.ArgumentParser) -> None:
         choices=METHODS,
         default="rollout",
         help="raw: the query's attention row at each layer; rollout: relevance of each input after "
-        "each layer (Abnar & Zuidema 2020); flow: attention flow (default: rollout)",
+        "each layer (Abnar & Zuidema 2020); flow: attention flow; norm, alti, value_zeroing, alti_flow: "
+        "value-based attributions (Kobayashi 2020, Ferrando 2022, Mohebbi 2023, flow over ALTI; they need a "
+        "model: a checkpoint or builtin:tabletop) (default: rollout)",
     )
     g.add_argument(
         "--query",

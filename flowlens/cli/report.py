@@ -22,6 +22,7 @@ from flowlens.cli.options import (
     source_from,
     spec_from,
 )
+from flowlens.pipeline.report import REPORT_METHODS
 
 HELP = "interactive HTML report (frame / step / layer / head sliders, method switch)"
 
@@ -42,8 +43,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         default=["raw", "rollout", "flow"],
-        choices=["raw", "rollout", "flow"],
-        help="methods to embed (default: raw rollout flow; flow is the slow one)",
+        choices=list(REPORT_METHODS),
+        help="methods to embed (default: raw rollout flow; flow is the slow one; norm, alti, value_zeroing, "
+        "alti_flow need a model checkpoint or builtin:tabletop)",
     )
     p.add_argument(
         "--interpolation",

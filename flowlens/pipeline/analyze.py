@@ -10,7 +10,9 @@
   (``flowlens.analysis.step_rollout.rollout_all_steps``, the prefix work shared);
 - flow: attention flow (max-flow) from the query to each input token through layers 0..l, as
   the share of the query's total flow (``flowlens.analysis.flow``); one max-flow problem per
-  layer, so flow is computed for the requested layers only (``FrameResult.layers``).
+  layer, so flow is computed for the requested layers only (``FrameResult.layers``);
+- a method of the attribution registry ("norm", "alti", "value_zeroing", "alti_flow", ...; see
+  ``flowlens.attribution.methods``), given the model backend (``backend=``) for its weights.
 
 For several queries ("actions") scores are the mean over the queries. The result also keeps the
 frame images, so ``flowlens.pipeline.render`` can draw it without the capture.
@@ -24,6 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from flowlens.analysis.rows import read_rows
+from flowlens.attribution.methods import METHODS as ATTRIBUTION_METHODS
 from flowlens.core.capture import Capture
 from flowlens.core.graph import TokenGraph
 from flowlens.core.layout import TokenLayout
@@ -130,6 +133,20 @@ def _flow_scores(graph: TokenGraph, tokens: np.ndarray, layers) -> np.ndarray:
     return np.stack(out)
 
 
+def _attribution_scores(capture: Capture, spec: AnalysisSpec, tokens, steps, backend):
+    """([step][layer, token] scores, layers) of a registry method (``flowlens.attribution``)."""
+    method = ATTRIBUTION_METHODS[spec.method]
+    model, params = getattr(backend, "model", None), getattr(backend, "params", None)
+    if model is None or params is None:
+        raise FlowlensError(
+            f"--method {spec.method} reads the model's weights, but the backend "
+            f"{getattr(backend, 'name', backend)!r} has no model and parameters; run it on a checkpoint or "
+            "builtin:tabletop (pass backend= to compute_scores).")
+    layers = None if spec.method != "alti_flow" else spec.figure_layers(capture.num_layers)
+    result = method(model, params, None, capture, query=tokens, steps=steps, layers=layers)
+    return list(result.values), result.layers
+
+
 def analyze_capture(capture: Capture, spec: AnalysisSpec, **options) -> FrameResult:
     """Compute ``spec`` on one capture, after checking it against the capture's model.
 
@@ -156,6 +173,7 @@ def compute_scores(
     frame_index: int | None = None,
     prompt: str | None = None,
     every_step: bool = False,
+    backend=None,
 ) -> FrameResult:
     """``analyze_capture`` for a spec already checked against the model (``AnalysisSpec.check_model``
     runs once per run, where the backend is known; this runs once per frame).
@@ -164,6 +182,7 @@ def compute_scores(
       images: camera → uint8 frame (kept for the figures).
       frame_index, prompt: kept in the result (the prompt defaults to the capture's metadata).
       every_step: also compute the scores at every recorded denoising step (``step_scores``).
+      backend: the model backend (``model``, ``params``) for the attribution registry's methods.
     Returns:
       FrameResult with scores float64 [step, layer, token], NaN at masked / padding tokens.
     """
@@ -182,13 +201,15 @@ def compute_scores(
         r = rollout_all_steps(capture, heads=heads, residual=spec.residual, query=tokens, steps=list(computed))
         per_step = list(_nan_masked(r.values.mean(axis=2), layout))  # [step][layer, token]
         layers = r.layers
+    elif spec.method in ATTRIBUTION_METHODS:
+        per_step, layers = _attribution_scores(capture, spec, tokens, computed, backend)
     else:  # flow: one max-flow problem per layer, so only the layers the figures show
         layers = spec.figure_layers(capture.num_layers)
         per_step = [
             _flow_scores(TokenGraph.from_capture(capture, s, heads=heads, residual=spec.residual), tokens, layers)
             for s in computed
         ]
-    if spec.method != "flow" and tuple(layers) != tuple(range(capture.num_layers)):
+    if spec.method in ("raw", "rollout") and tuple(layers) != tuple(range(capture.num_layers)):
         missing = sorted(set(range(capture.num_layers)) - set(layers))
         raise FlowlensError(f"the capture did not record layers {missing}; record every layer for the figures.")
     first = steps[0]

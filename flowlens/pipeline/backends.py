@@ -46,11 +46,13 @@ class CaptureNeeds:
       graph: the whole attention graph (prefix pass + every valid row) — rollout and flow need it;
         raw attention needs only the suffix rows.
       all_heads: keep every head (per-head figures, ``--heads``); else store the mean over heads.
+      residual: record the residual stream (``CaptureConfig(residual=True)``: norm, ALTI, value zeroing).
     """
 
     steps: tuple[int, ...] = (0,)
     graph: bool = True
     all_heads: bool = False
+    residual: bool = False
 
 
 class Backend(Protocol):
@@ -218,6 +220,7 @@ class ModelBackend:
             steps=tuple(range(max_step + 1)),
             query_rows="valid" if needs.graph else "suffix",
             heads=None if needs.all_heads else "mean",
+            residual=needs.residual,
         )
         _, capture = sample_actions(self.model, self.params, obs, rng=jax.random.key(seed), capture=cfg)
         meta = {**capture.metadata, "prompt": frame.prompt, "frame_index": frame.index}

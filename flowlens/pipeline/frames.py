@@ -25,7 +25,9 @@ def capture_needs(spec: AnalysisSpec, kinds: Sequence[str], num_steps: int) -> C
     """What the capture must hold for ``spec`` and the figures ``kinds``."""
     every = spec.step == "all" or "steps" in kinds
     steps = tuple(range(num_steps)) if every else spec.step_indices(num_steps)
-    return CaptureNeeds(steps=steps, graph=spec.method != "raw", all_heads=spec.heads is not None or "heads" in kinds)
+    residual = spec.needs_residual
+    return CaptureNeeds(steps=steps, graph=spec.method != "raw",
+                        all_heads=residual or spec.heads is not None or "heads" in kinds, residual=residual)
 
 
 def capture_holds(capture, needs: CaptureNeeds) -> bool:
@@ -33,6 +35,8 @@ def capture_holds(capture, needs: CaptureNeeds) -> bool:
     if needs.graph and capture.prefix is None:
         return False
     if needs.steps and capture.num_steps <= max(needs.steps):
+        return False
+    if needs.residual and any(p.residual is None for p in capture.passes):
         return False
     return not (needs.all_heads and any(p.head_reduction is not None for p in capture.passes))
 
@@ -108,6 +112,7 @@ def compute_frame(
         frame_index=frame.index,
         prompt=frame.prompt,
         every_step=len(needs.steps) > 1 and (spec.step == "all" or "steps" in kinds),
+        backend=backend,
     )
 
 

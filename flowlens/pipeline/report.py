@@ -4,7 +4,9 @@ For each frame the report embeds, for the query of the spec, over every denoisin
 raw attention per head (plus their mean), rollout (mean over heads), and attention flow when
 ``flowlens.analysis.flow`` provides it (at the spec's step, after the last layer: one max-flow
 problem per layer is too slow for every slider position; the report holds it constant). Sliders
-pick frame / step / layer / head; the method switch picks raw / rollout / flow.
+pick frame / step / layer / head; the method switch picks raw / rollout / flow, and the attribution
+registry's methods asked for (``--methods alti norm ...``: every step, every layer, like rollout;
+"alti_flow" like flow, at the spec's step after the last layer; they need a model backend).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from flowlens.attribution.methods import METHODS as ATTRIBUTION_METHODS
 from flowlens.errors import FlowlensError
 from flowlens.pipeline.analyze import compute_scores
 from flowlens.pipeline.backends import CaptureNeeds
@@ -30,7 +33,7 @@ def flow_available() -> bool:
         return False
 
 
-REPORT_METHODS = ("raw", "rollout", "flow")
+REPORT_METHODS = ("raw", "rollout", "flow") + tuple(ATTRIBUTION_METHODS)
 
 
 def check_methods(methods) -> tuple[str, ...]:
@@ -51,9 +54,20 @@ def _report_frame(backend, frame, spec: AnalysisSpec, *, seed: int = 0, methods=
     mean and rollout at every step; flow (spec checked already) at the spec's step, last layer."""
     from flowlens.report import report_frame
 
-    needs = CaptureNeeds(steps=tuple(range(backend.num_steps)), graph=True, all_heads=True)
+    attribution = [m for m in methods if m in ATTRIBUTION_METHODS]
+    residual = any("residual" in ATTRIBUTION_METHODS[m].needs for m in attribution)
+    needs = CaptureNeeds(steps=tuple(range(backend.num_steps)), graph=True, all_heads=True, residual=residual)
     capture = backend.capture(frame, needs, seed=seed)
     extra = {}
+    for m in attribution:
+        if m == "alti_flow":  # max-flow per layer: the last layer at the spec's step, as flow
+            last = (capture.num_layers - 1,)
+            res = compute_scores(capture, dataclasses.replace(spec, method=m, heads=None, layers=last), backend=backend)
+            extra[m] = res.scores[:, :, None, :]
+        else:
+            res = compute_scores(capture, dataclasses.replace(spec, method=m, heads=None, step=0), backend=backend,
+                                 every_step=capture.num_steps > 1)
+            extra[m] = (res.scores if res.step_scores is None else res.step_scores)[:, :, None, :]
     if "flow" in methods:
         last = (capture.num_layers - 1,)  # one max-flow problem per layer: after the last layer only
         fl = compute_scores(capture, dataclasses.replace(spec, method="flow", heads=None, layers=last))
@@ -63,7 +77,7 @@ def _report_frame(backend, frame, spec: AnalysisSpec, *, seed: int = 0, methods=
         frame.images,
         label=f"frame {frame.index}",
         query=spec.query_tokens(capture.layout),
-        methods=[m for m in methods if m != "flow"],
+        methods=[m for m in methods if m in ("raw", "rollout")],
         extra=extra,
         residual=spec.residual,
     )
@@ -121,5 +135,6 @@ def build_episode_report(
         layer_ids=list(range(backend.num_layers)),
         step_labels=times,
         head_labels=["mean"] + [f"head {h}" for h in range(backend.num_heads)],
+        method_labels={m.name: m.label for m in ATTRIBUTION_METHODS.values()},
         interpolation=interpolation,
     )

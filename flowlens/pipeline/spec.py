@@ -4,7 +4,9 @@ One frozen record carries the choices the ``flowlens`` command exposes as flags,
 and the CLI ask for exactly the same thing:
 
 - ``method``: "raw" (the query's attention row at each layer), "rollout" (Abnar & Zuidema 2020:
-  relevance of each input token after each layer) or "flow" (attention flow, max-flow).
+  relevance of each input token after each layer), "flow" (attention flow, max-flow), or a method
+  of the attribution registry (``flowlens.attribution.METHODS``: "norm", "alti", "value_zeroing",
+  "alti_flow", ...; they need a model backend).
 - ``query``: which tokens ask — "action:0" (the first action token, default), "action:<i>",
   "actions" (all action tokens, averaged), "last" (the last action token), "state" (Pi0's
   state token).
@@ -24,14 +26,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from flowlens.attribution.methods import METHODS as ATTRIBUTION_METHODS
 from flowlens.core.layout import TokenLayout
 from flowlens.core.query import parse_query as parse_query
 from flowlens.core.query import select_query
 from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.report.html import METHOD_LABELS
 
-METHODS = ("raw", "rollout", "flow")
-VALUE_LABELS = {"raw": "attention mass", "rollout": "rollout relevance", "flow": "flow share"}
+ATTENTION_METHODS = ("raw", "rollout", "flow")
+METHODS = ATTENTION_METHODS + tuple(ATTRIBUTION_METHODS)  # the registry's (flowlens.attribution.methods)
+VALUE_LABELS = {"raw": "attention mass", "rollout": "rollout relevance", "flow": "flow share",
+                **{m.name: m.value_label for m in ATTRIBUTION_METHODS.values()}}
 
 
 def parse_step(value: int | str | None) -> int | str:
@@ -171,7 +176,14 @@ class AnalysisSpec:
 
     @property
     def method_label(self) -> str:
-        return METHOD_LABELS[self.method]
+        if self.method in METHOD_LABELS:
+            return METHOD_LABELS[self.method]
+        return ATTRIBUTION_METHODS[self.method].label
+
+    @property
+    def needs_residual(self) -> bool:
+        """True for a registry method that reads the residual stream (norm, ALTI, value zeroing)."""
+        return self.method in ATTRIBUTION_METHODS and "residual" in ATTRIBUTION_METHODS[self.method].needs
 
     @property
     def value_label(self) -> str:

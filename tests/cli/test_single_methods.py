@@ -1,0 +1,80 @@
+"""``flowlens single --method alti|norm|...`` end to end, and the errors of a run that cannot serve them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flowlens.attribution import METHODS, attribute
+from flowlens.errors import FlowlensError
+from flowlens.pipeline.spec import METHODS as SPEC_METHODS
+from flowlens.pipeline.spec import AnalysisSpec
+
+
+def test_registry_methods_are_cli_methods_with_their_needs():
+    assert {"norm", "alti", "value_zeroing", "alti_flow"} <= set(METHODS)
+    assert set(METHODS) <= set(SPEC_METHODS)
+    assert all("residual" in METHODS[m].needs for m in ("norm", "alti", "value_zeroing", "alti_flow"))
+    spec = AnalysisSpec(method="alti")
+    assert spec.needs_residual and spec.method_label == "ALTI" and not AnalysisSpec().needs_residual
+    with pytest.raises(FlowlensError, match="did you mean|alti"):
+        AnalysisSpec(method="altii")
+
+
+def test_synthetic_backend_says_alti_needs_a_model(libero_tree, cli):
+    code, _, err = cli("single", "--video", "data/libero/90/videos/rollout_task0_ep0.mp4", "--checkpoint",
+                       "synthetic", "--method", "alti", "--viz-type", "image", "--output", "x.png")
+    assert code != 0
+    assert "--method alti reads the model's weights" in err and "builtin:tabletop" in err
+
+
+def test_attribute_without_a_capture_is_an_error():
+    with pytest.raises(FlowlensError, match="needs a Capture"):
+        attribute("alti", None, None, None, None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["alti", "norm"])
+def test_single_method_on_builtin_tabletop(libero_tree, cli, png_ok, method):
+    code, out, err = cli("single", "--video", "data/libero/90/videos/rollout_task0_ep0.mp4", "--frame-idx", "2",
+                         "--checkpoint", "builtin:tabletop", "--method", method, "--viz-type", "image",
+                         "--output", f"{method}.png")
+    assert code == 0, err
+    png_ok(libero_tree / f"{method}.png")
+    assert METHODS[method].label in out
+
+
+@pytest.mark.slow
+def test_pipeline_alti_scores_on_tabletop(libero_tree):
+    from flowlens.pipeline.analyze import compute_scores
+    from flowlens.pipeline.backends import load_backend
+    from flowlens.pipeline.frames import capture_needs
+    from flowlens.pipeline.sources import open_source
+
+    backend = load_backend("builtin:tabletop")
+    frame = open_source(video="data/libero/90/videos/rollout_task0_ep0.mp4").frame(0)
+    spec = AnalysisSpec(method="alti")
+    capture = backend.capture(frame, capture_needs(spec, ("image",), backend.num_steps))
+    res = compute_scores(capture, spec, backend=backend)
+    last = res.scores[0, -1]
+    valid = capture.layout.valid
+    # ALTI rollout of one query: a distribution over the input tokens
+    np.testing.assert_allclose(np.nansum(last), 1.0, rtol=1e-4)
+    assert np.isnan(last[~valid]).all() and (last[valid] >= 0).all()
+    with pytest.raises(FlowlensError, match="no model and parameters"):
+        compute_scores(capture, spec)
+    plain = backend.capture(frame, capture_needs(AnalysisSpec(heads=[0]), ("image",), backend.num_steps))
+    with pytest.raises(FlowlensError, match=r"needs the residual stream.*CaptureConfig\(residual=True"):
+        compute_scores(plain, spec, backend=backend)
+
+
+
+@pytest.mark.slow
+def test_report_method_switch_holds_alti_and_its_flow(libero_tree, cli):
+    code, out, err = cli("report", "--video", "data/libero/90/videos/rollout_task0_ep0.mp4", "--frames", "0",
+                         "--checkpoint", "builtin:tabletop", "--output", "rep.html", "--no-progress",
+                         "--methods", "raw", "alti", "alti_flow")
+    assert code == 0, err
+    html = (libero_tree / "rep.html").read_text(encoding="utf-8")
+    for label in ("ALTI", "ALTI flow", "raw attention"):
+        assert f'"label": "{label}"' in html or f'"label":"{label}"' in html, label
