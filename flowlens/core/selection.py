@@ -49,9 +49,9 @@ from flowlens.core.layout import TokenLayout
 from flowlens.core.segments import TokenKind
 from flowlens.errors import FlowlensError, did_you_mean, short_text
 
-__all__ = ["Selection", "index_set", "parse_selection", "resolve_mask", "resolve_tokens", "selection_label"]
+__all__ = ["PARTS", "Selection", "as_selection", "index_set", "parse_selection", "resolve_mask", "resolve_tokens", "selection_label"]
 
-_PARTS = ("all", "cameras", "prefix", "suffix")
+PARTS = ("all", "cameras", "prefix", "suffix")  # names beyond TokenLayout.groups()
 _OPS = "|&-"
 _ATOM = re.compile(r"[^\s|&()\[\]-]+(?:\[[^\]]*\])?")
 _ACTION = re.compile(r"^(?:action:|a)(-?\d+)$")
@@ -188,16 +188,16 @@ def _leaf_tokens(sel: Selection, layout: TokenLayout) -> np.ndarray:
     kind, args = sel.kind, sel.args
     if kind == "group":
         name = args[0]
-        if name in _PARTS:
+        if name in PARTS:
             return _part(layout, name)
         groups = layout.groups()
         if name not in groups:
             cams = [c.name for c in layout.cameras]
-            known = list(groups) + [c for c in cams if c not in groups] + list(_PARTS)
+            known = list(groups) + [c for c in cams if c not in groups] + list(PARTS)
             if name in cams:
                 return np.zeros(0, dtype=np.int64)  # a masked camera: no valid token
             raise FlowlensError(
-                f"selection {name!r} is not known; expected a group of this layout {known}, or a form "
+                f"{name!r} is not a known selection name; expected a group of this layout {known}, or a form "
                 f"such as 'words:cup', 'patches:<camera>[r0:r1,c0:c1]', 'actions[0:10]'."
                 f"{did_you_mean(name, known)}")
         return groups[name]
