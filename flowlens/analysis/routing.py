@@ -46,7 +46,7 @@ def _frames(captures) -> list[tuple[object, Capture]]:
         return [(0, captures)]
     if isinstance(captures, Mapping):
         items = list(captures.items())
-    elif isinstance(captures, Sequence):
+    elif isinstance(captures, Sequence) and not isinstance(captures, str):
         items = list(enumerate(captures))
     else:
         raise FlowlensError(
@@ -78,10 +78,13 @@ def _steps(capture: Capture, steps) -> list[int | None]:
         return [None]
     if steps is None or isinstance(steps, str) and steps.strip().lower() == "all":
         return recorded
-    wanted = index_set("steps", steps, max(recorded) + 1, "denoising steps")
+    try:
+        wanted = index_set("steps", steps, max(recorded) + 1, "denoising steps")
+    except FlowlensError as err:
+        raise FlowlensError(f"steps={steps!r}: this capture recorded denoising steps {recorded}. {err}") from None
     missing = [s for s in wanted if s not in recorded]
     if missing:
-        raise FlowlensError(f"steps: step {missing[0]} was not recorded; this capture holds steps {recorded}.")
+        raise FlowlensError(f"steps: step {missing[0]} was not recorded; this capture recorded steps {recorded}.")
     return list(wanted)
 
 
