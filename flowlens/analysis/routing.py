@@ -36,7 +36,7 @@ from flowlens.core.graph import TokenGraph
 from flowlens.core.selection import index_set, resolve_tokens, selection_label
 from flowlens.errors import FlowlensError
 
-__all__ = ["ROUTING_COLUMNS", "routing_table"]
+__all__ = ["ROUTING_COLUMNS", "graph_mass", "graph_rollout_mass", "routing_table"]
 
 ROUTING_COLUMNS = ("frame", "step", "time", "layer", "query", "key", "measure", "head", "value")
 
@@ -167,9 +167,34 @@ def _raw_mass(cap: Capture, resolved, step, layer_ids, per_head) -> list[np.ndar
 def _rollout_mass(cap: Capture, resolved, step, layer_ids, residual) -> np.ndarray:
     """float64 [layer, pair]: rollout mass after each listed layer (chain from layer 0)."""
     graph = TokenGraph.from_capture(cap, 0 if step is None else step, heads="mean", residual=residual)
-    keys = np.zeros((graph.num_nodes, len(resolved)))
-    for j, (_, k) in enumerate(resolved):
+    r = graph_rollout_mass(graph, resolved)
+    return r[[graph.layer_position(x) for x in layer_ids]]
+
+
+def graph_mass(graph: TokenGraph, query, key) -> np.ndarray:
+    """Raw attention mass of a TokenGraph: Σ over ``key``, mean over ``query`` rows, per layer.
+
+    Returns:
+      float64 [layer] (fused graph) or [layer, head] (a graph built with heads="keep").
+    """
+    q = graph.node_index(resolve_tokens(graph.layout, query, argument="query"))
+    k = graph.node_index(resolve_tokens(graph.layout, key, argument="key"))
+    return graph.attention[..., q, :][..., k].sum(axis=-1, dtype=np.float64).mean(axis=-1)
+
+
+def graph_rollout_mass(graph: TokenGraph, pairs) -> np.ndarray:
+    """Rollout mass of a fused TokenGraph for (query, key) selection pairs, after every layer.
+
+    Returns:
+      float64 [layer, pair]: ``mean_{q∈Q} Σ_{k∈K} J_l[q, k]`` with ``J_l`` the rollout after graph
+      layer l (``flowlens.analysis.rollout.rollout_columns``).
+    """
+    if graph.keeps_heads:
+        raise FlowlensError("rollout needs fused heads; build the graph with heads='mean' (or call graph.fused()).")
+    pairs = [(resolve_tokens(graph.layout, q, argument="query"), resolve_tokens(graph.layout, k, argument="key"))
+             for q, k in pairs]
+    keys = np.zeros((graph.num_nodes, len(pairs)))
+    for j, (_, k) in enumerate(pairs):
         keys[graph.node_index(k), j] = 1.0
     r = rollout_columns(graph.attention, keys, residual=graph.residual)  # [L, node, pair]
-    pos = [graph.layer_position(x) for x in layer_ids]
-    return np.stack([r[pos][:, graph.node_index(q), j].mean(axis=1) for j, (q, _) in enumerate(resolved)], axis=1)
+    return np.stack([r[:, graph.node_index(q), j].mean(axis=1) for j, (q, _) in enumerate(pairs)], axis=1)

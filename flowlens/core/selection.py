@@ -400,8 +400,8 @@ def as_selection(value, argument: str = "selection") -> Selection:
     if items and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in items):
         return Selection.tokens(items)
     raise FlowlensError(
-        f"{argument} must be a selection string ('words | state', 'actions[0:10]' ...), a Selection, a list "
-        f"of group names or a non-empty list of token indices; got {value!r}.")
+        f"{argument} must be a token selection: a selection string ('words | state', 'actions[0:10]' ...), a "
+        f"Selection, a list of group names or a non-empty list of token indices; got {value!r}.")
 
 
 def resolve_mask(layout: TokenLayout, selection, *, argument: str = "selection") -> np.ndarray:

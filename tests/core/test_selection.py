@@ -141,11 +141,11 @@ def test_bad_selections_name_the_problem_and_a_fix(text, match):
 
 
 def test_bad_selection_types():
-    with pytest.raises(FlowlensError, match="query must be a selection string"):
+    with pytest.raises(FlowlensError, match="query must be a token selection: a selection string"):
         resolve_tokens(LAY, 3.5, argument="query")
     with pytest.raises(FlowlensError, match="non-empty string"):
         resolve_tokens(LAY, "  ")
-    with pytest.raises(FlowlensError, match="query must be a selection string"):
+    with pytest.raises(FlowlensError, match="query must be a token selection: a selection string"):
         resolve_tokens(LAY, [], argument="query")
 
 
