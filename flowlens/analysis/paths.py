@@ -16,13 +16,15 @@ the query tokens (rollout summed over the source, averaged over the query rows) 
 
 ``path_breakdown`` does the same for several disjoint via sets at once, assigning each path to
 the via set it enters *first* (lowest boundary) and ``"neither"`` when it touches none; the parts
-sum to the total. All products run in float64, one column sweep over the layers (O(L·n²·k)).
+sum to the total. All products run in float64, one column sweep over the layers (O(L·n²·k)):
+≈ 0.02 s at Pi0 scale (867 tokens, 18 layers) once the TokenGraph is built (≈ 0.12 s).
 
     >>> import numpy as np
     >>> from flowlens.testing import toy_layout
     >>> from flowlens.core.graph import TokenGraph
     >>> lay = toy_layout()
     >>> att = np.tril(np.ones((3, 1, lay.n, lay.n))) * lay.attention_mask()
+    >>> att /= np.maximum(att.sum(-1, keepdims=True), 1)     # rows of masked tokens stay 0
     >>> g = TokenGraph.from_attention(lay, att)
     >>> s = path_split(g, "actions", "cameras", "words")
     >>> round(s.through + s.avoid - s.total, 12), s.through > 0

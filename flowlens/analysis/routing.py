@@ -12,13 +12,17 @@ table holds, for every layer l:
 
 Query rows are read by ``flowlens.analysis.rows.read_rows`` (the one row reader): state / action
 queries from the suffix pass of each denoising step, image / text queries from the prefix pass
-(their values repeat over steps). The rollout needs every valid row (``TokenGraph.from_capture``).
+(their values repeat over steps). The rollout needs every valid row (``TokenGraph.from_capture``);
+it is stitched once per frame and only the suffix rows are re-read per step, and the rollout mass
+runs as L column products (``rollout_columns``), not row chains. Measured at Pi0 scale (867
+tokens, 18 layers, 8 heads; 4 pairs; one loaded core of a 2-core machine): 0.2 s for one step,
+0.9 s for all 10 steps with per-head rows (7200 rows).
 
     >>> from flowlens.testing import structured_capture, toy_layout
     >>> cap = structured_capture(toy_layout(), num_layers=2, num_heads=2, num_steps=1)
     >>> t = routing_table(cap, [("actions", "words | state")])
-    >>> sorted(t.measure.unique()), len(t)      # 2 layers × (2 heads + fused + rollout)
-    (['attention', 'rollout'], 8)
+    >>> sorted(t.measure.unique()), len(t)      # 2 layers × (head-fused attention, rollout)
+    (['attention', 'rollout'], 4)
 """
 
 from __future__ import annotations
@@ -130,9 +134,11 @@ def routing_table(captures, pairs, *, steps="all", layers=None, heads="mean", ro
         labels = [(selection_label(q), selection_label(k)) for q, k in pairs]
         layer_ids = index_set("layers", layers, cap.num_layers)
         per_head = _heads(heads, cap.num_heads)
-        for step in _steps(cap, steps):
+        step_ids = _steps(cap, steps)
+        graphs = _StepGraphs(cap, step_ids[0], residual) if rollout else None
+        for step in step_ids:
             raw = _raw_mass(cap, resolved, step, layer_ids, per_head)
-            roll = _rollout_mass(cap, resolved, step, layer_ids, residual) if rollout else None
+            roll = graphs.rollout_mass(step, resolved, layer_ids) if graphs is not None else None
             time = np.nan if step is None else cap.step(step).time
             for j, (ql, kl) in enumerate(labels):
                 for li, layer in enumerate(layer_ids):
@@ -164,11 +170,31 @@ def _raw_mass(cap: Capture, resolved, step, layer_ids, per_head) -> list[np.ndar
     return out
 
 
-def _rollout_mass(cap: Capture, resolved, step, layer_ids, residual) -> np.ndarray:
-    """float64 [layer, pair]: rollout mass after each listed layer (chain from layer 0)."""
-    graph = TokenGraph.from_capture(cap, 0 if step is None else step, heads="mean", residual=residual)
-    r = graph_rollout_mass(graph, resolved)
-    return r[[graph.layer_position(x) for x in layer_ids]]
+class _StepGraphs:
+    """The fused graphs of a capture's steps, stitched once: the prefix rows are shared by every
+    step, so each further step only re-reads its suffix rows (``read_rows``, heads mean-fused
+    exactly as ``TokenGraph.from_capture`` fuses them)."""
+
+    def __init__(self, cap: Capture, first_step, residual) -> None:
+        self.cap = cap
+        self.graph = TokenGraph.from_capture(cap, 0 if first_step is None else first_step, heads="mean",
+                                             residual=residual)
+        self.step = first_step
+        self.attention = self.graph.attention  # copied before the first other step overwrites rows
+        suffix = self.graph.nodes[self.graph.nodes >= cap.layout.prefix_len]
+        self.suffix_tokens, self.suffix_nodes = suffix, self.graph.node_index(suffix)
+
+    def rollout_mass(self, step, resolved, layer_ids) -> np.ndarray:
+        """float64 [listed layer, pair]: rollout mass after each listed layer (chain from layer 0)."""
+        g = self.graph
+        if step != self.step:
+            rows = read_rows(self.cap, self.suffix_tokens, step=step, layers=g.layers, heads="mean")
+            if self.attention is g.attention:
+                self.attention = g.attention.copy()
+            self.attention[:, self.suffix_nodes, :] = rows.probs[:, 0]
+            self.step = step
+        r = _pair_rollout(g, self.attention, resolved)
+        return r[[g.layer_position(x) for x in layer_ids]]
 
 
 def graph_mass(graph: TokenGraph, query, key) -> np.ndarray:
@@ -193,8 +219,13 @@ def graph_rollout_mass(graph: TokenGraph, pairs) -> np.ndarray:
         raise FlowlensError("rollout needs fused heads; build the graph with heads='mean' (or call graph.fused()).")
     pairs = [(resolve_tokens(graph.layout, q, argument="query"), resolve_tokens(graph.layout, k, argument="key"))
              for q, k in pairs]
+    return _pair_rollout(graph, graph.attention, pairs)
+
+
+def _pair_rollout(graph: TokenGraph, attention: np.ndarray, pairs) -> np.ndarray:
+    """float64 [layer, pair] of ``attention`` (the graph's, or one of another step on its nodes)."""
     keys = np.zeros((graph.num_nodes, len(pairs)))
     for j, (_, k) in enumerate(pairs):
         keys[graph.node_index(k), j] = 1.0
-    r = rollout_columns(graph.attention, keys, residual=graph.residual)  # [L, node, pair]
+    r = rollout_columns(attention, keys, residual=graph.residual)  # [L, node, pair]
     return np.stack([r[:, graph.node_index(q), j].mean(axis=1) for j, (q, _) in enumerate(pairs)], axis=1)
