@@ -175,7 +175,8 @@ def path_breakdown(graph: TokenGraph, query, source, vias, *, layers=None) -> Pa
       PathShares with parts (one per via, then "neither"), summing to the total.
     """
     if isinstance(vias, (str,)) or not isinstance(vias, (Mapping, list, tuple)) or not vias:
-        raise FlowlensError(f"vias must be a non-empty list or dict of selections, e.g. ['words', 'state']; got {vias!r}.")
+        raise FlowlensError(
+            f"vias must be a non-empty list or dict of selections, e.g. ['words', 'state']; got {vias!r}.")
     named = dict(vias) if isinstance(vias, Mapping) else {selection_label(v): v for v in vias}
     u, boundaries, ql, sl = _shares(graph, query, source, named, layers)
     return PathShares(names=(*map(str, named), "neither"), per_query=u[:, 1:], total_per_query=u[:, 0],

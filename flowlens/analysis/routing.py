@@ -54,7 +54,8 @@ def _frames(captures) -> list[tuple[object, Capture]]:
         items = list(enumerate(captures))
     else:
         raise FlowlensError(
-            f"captures must be a Capture, a list of them or a dict frame id → Capture, got {type(captures).__name__}.")
+            "captures must be a Capture, a list of them or a dict frame id → Capture, got "
+            f"{type(captures).__name__}.")
     if not items:
         raise FlowlensError("captures is empty; give at least one Capture.")
     for fid, cap in items:
