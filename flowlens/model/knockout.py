@@ -99,7 +99,10 @@ class KnockoutPlan:
 
 def _token_mask(spec, layout: TokenLayout, argument: str) -> np.ndarray:
     sel = np.zeros(layout.n, dtype=bool)
-    if isinstance(spec, Selection) or isinstance(spec, str) and spec not in layout.groups():
+    names = [spec] if isinstance(spec, str) else list(spec) if isinstance(spec, (list, tuple)) else None
+    groups = layout.groups()
+    if isinstance(spec, Selection) or names and all(isinstance(s, str) for s in names) and \
+            not all(s in groups for s in names):
         return resolve_mask(layout, spec, argument=f"Knockout.{argument}")
     if isinstance(spec, str):
         spec = [spec]

@@ -168,5 +168,7 @@ def test_knockouts_take_selections():
     assert np.flatnonzero(plan.queries[1]).tolist() == list(range(32, 512))
     assert plan.description[0]["key"] == "words:bowl | state"
     assert plan.description[1]["query"] == "cameras - patches:base_0_rgb[0:2,:]"
+    listed = resolve_knockouts(Knockout(["words:bowl", "state"], "bos"), lay, num_layers=18, num_heads=8)
+    assert np.flatnonzero(listed.queries[0]).tolist() == [773, 816]
     with pytest.raises(FlowlensError, match=r"Knockout.key='words:bowel'.*Did you mean 'bowl'"):
         resolve_knockouts(Knockout("actions", "words:bowel"), lay, num_layers=18, num_heads=8)
