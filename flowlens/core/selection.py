@@ -5,7 +5,7 @@ same way, as a string a user can type (CLI, hypothesis files) or as a composable
 Every leaf is resolved by ``TokenLayout.select`` (valid tokens only: masked cameras and padding
 are never selected), so names, ranges and did-you-mean errors are the layout's.
 
-String spelling (case-sensitive names, spaces optional)::
+String spelling (names case-sensitive, prompt words matched case-insensitively, spaces optional)::
 
     words | state | actions | bos | newline | base_0_rgb      a group of TokenLayout.groups()
     cameras   all   prefix   suffix                            every camera / valid token / part
@@ -17,7 +17,8 @@ String spelling (case-sensitive names, spaces optional)::
     a | b   a & b   a - b   (a | b) - c                        union, intersection, difference
 
 ``&`` binds tighter than ``|`` and ``-``, which group left to right; parentheses override.
-Index brackets take ints and Python slices (``start:stop``, stop exclusive), comma separated.
+Index brackets take ints and Python slices (``start:stop``, stop exclusive, clipped as in Python),
+comma separated.
 
     >>> from flowlens.testing import toy_layout
     >>> lay = toy_layout()   # base_0_rgb 0-3 (2×2 grid), masked camera 4-7, prompt 8-15, state 16, actions 17-19
