@@ -200,7 +200,7 @@ def _leaf_tokens(sel: Selection, layout: TokenLayout) -> np.ndarray:
             if name in cams:
                 return np.zeros(0, dtype=np.int64)  # a masked camera: no valid token
             raise FlowlensError(
-                f"{name!r} is not known; expected a group of this layout {known}, or a form "
+                f"group={name!r} is not known; expected a group of this layout {known}, or a form "
                 f"such as 'words:cup', 'patches:<camera>[r0:r1,c0:c1]', 'actions[0:10]'."
                 f"{did_you_mean(name, known)}")
         return groups[name]

@@ -112,12 +112,12 @@ def test_every_form_resolves_on_pi0_and_the_embedded_model_layout():
     assert resolve_tokens(emb, "patches:left_wrist_0_rgb[3,:]").tolist() == [28, 29, 30, 31]
     assert resolve_tokens(emb, "words:red | actions[-1]").tolist() == [35, 61]
     assert resolve_tokens(emb, "camera:left_wrist_0_rgb").tolist() == list(range(16, 32))
-    with pytest.raises(FlowlensError, match="selection='state': 'state' is not known; expected a group"):
+    with pytest.raises(FlowlensError, match="selection='state': group='state' is not known; expected a group"):
         resolve_tokens(emb, "state")
 
 
 @pytest.mark.parametrize("text, match", [
-    ("wrds", r"key='wrds': 'wrds' is not known; expected a group.*Did you mean 'words'\?"),
+    ("wrds", r"key='wrds': group='wrds' is not known; expected a group.*Did you mean 'words'\?"),
     ("camera:basee", r"camera='basee' is not known.*Did you mean 'base_0_rgb'\?"),
     ("words:bowel", r"word 'bowel' is not in the prompt.*Did you mean 'bowl'\?"),
     ("actions[7]", "horizon 7 out of range: the action chunk has 3 tokens"),
