@@ -5,8 +5,9 @@ compiles numba kernels, so ``import flowlens.analysis`` stays light). Module map
 (Abnar & Zuidema rollout), ``flow`` (attention flow, exact max-flow), ``heads`` (per-head
 statistics and rankings), ``head_roles`` (head similarity and roles), ``head_grids`` (layers ×
 heads grids), ``actions`` (action-to-action attention), ``step_rollout`` / ``steps`` (across
-denoising steps). ``rollout`` and ``flow`` share their names with modules here: take them
-from ``flowlens`` (or ``flowlens.analysis.rollout.rollout`` / ``flowlens.analysis.flow.flow``).
+denoising steps), ``routing`` (attention / rollout mass between selections, a tidy table),
+``paths`` (rollout split by the paths through a via selection). ``rollout`` and ``flow`` share
+their names with modules here: take them from ``flowlens`` (or ``flowlens.analysis.rollout.rollout`` / ``flowlens.analysis.flow.flow``).
 """
 
 from flowlens._lazy import lazy_getattr
@@ -20,6 +21,8 @@ from flowlens.analysis.head_roles import head_roles as head_roles
 _MODULES = {
     "flowlens.analysis.rollout": ("Rollout", "attention_rollout", "rollout_rows"),
     "flowlens.analysis.rows": ("action_group_mass", "read_rows"),
+    "flowlens.analysis.routing": ("ROUTING_COLUMNS", "routing_table"),
+    "flowlens.analysis.paths": ("PathShares", "path_breakdown", "path_split"),
     "flowlens.analysis.flow": ("FlowResult", "attention_flow"),
     "flowlens.analysis.heads": ("HeadAttention", "HeadRanking", "HeadStats", "head_attention", "head_stats",
                                 "rank_heads"),

@@ -129,6 +129,43 @@ def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 
         return chains.astype(np.float64)
 
 
+def apply_columns(u: np.ndarray, attention: np.ndarray, d: np.ndarray, r: float) -> np.ndarray:
+    """Column vectors u [node, k] left-multiplied by one layer's ``rownorm((1 - r)A + rI)``:
+    ``T·u = ((1 - r)·A·u + r·u) / d`` with ``d`` float64 [node] from ``_normalisers`` (float64 out)."""
+    out = (1.0 - r) * (attention @ u) if r != 1.0 else np.zeros_like(u)
+    if r:
+        out += r * u
+    return out / d[:, None]
+
+
+def rollout_columns(attention: np.ndarray, columns: np.ndarray, *, residual: float = 0.5,
+                    row_sums: np.ndarray | None = None) -> np.ndarray:
+    """The rollout's mass on chosen key sets, for every row and layer, in float64.
+
+    Row q of ``J_l · C`` is the rollout of q after layer l summed over the keys of each column of
+    ``C`` — the same numbers as ``rollout_rows(...)[l] @ C``, but as L column products
+    (O(L·n²·k)) instead of the L(L+1)/2 row chains: the kernel for "rollout share" on many
+    queries at once (routing tables, path decompositions).
+
+    Args:
+      attention: [layer, node, node] fused attention (rows need not be normalised).
+      columns: [node, k] weights of the key sets (e.g. bool indicators of k selections).
+      residual: r in [0, 1].
+      row_sums: float64 [layer, node] row sums of ``attention`` when already known.
+    Returns:
+      float64 [layer, node, k]: entry [l, q, j] = Σ_key J_l[q, key]·columns[key, j].
+    """
+    if row_sums is None:
+        row_sums = attention.sum(axis=-1, dtype=np.float64)
+    u = np.asarray(columns, dtype=np.float64)
+    out = np.empty((attention.shape[0],) + u.shape)
+    for layer in range(attention.shape[0]):
+        u = apply_columns(u, attention[layer].astype(np.float64),
+                          _normalisers(row_sums[layer], residual, np.float64), residual)
+        out[layer] = u
+    return out
+
+
 def _transitions(attention: np.ndarray, row_sums: np.ndarray, r: float, dtype) -> np.ndarray:
     """``dtype`` [layer, n, n]: rownorm((1 - r)·A + r·I) of every layer, from A's float64 row sums."""
     d = _normalisers(row_sums, r, np.float64)[..., None]

@@ -1,4 +1,4 @@
-"""Core records: token layout, query selections, capture, token graph, frame transform (numpy only)."""
+"""Core records: token layout, query selections and the selection language, capture, token graph, frame transform (numpy only)."""
 
 from flowlens.core.capture import AttentionPass as AttentionPass
 from flowlens.core.capture import Capture as Capture
@@ -17,9 +17,13 @@ from flowlens.core.openpi_layout import pi05_layout as pi05_layout
 from flowlens.core.query import QUERY_FORMS as QUERY_FORMS
 from flowlens.core.query import parse_query as parse_query
 from flowlens.core.query import select_query as select_query
+from flowlens.core.selection import Selection as Selection
+from flowlens.core.selection import index_set as index_set
+from flowlens.core.selection import parse_selection as parse_selection
+from flowlens.core.selection import resolve_tokens as resolve_tokens
 
 __all__ = [
     "HEAD_FUSIONS", "QUERY_FORMS", "AttentionGradients", "AttentionPass", "Capture", "FrameTransform", "PassKind",
     "PathGradients", "TokenGraph", "TokenKind", "TokenLayout", "fuse_heads", "make_capture", "parse_query", "pi0_layout", "pi05_layout",
-    "select_query",
+    "Selection", "index_set", "parse_selection", "resolve_tokens", "select_query",
 ]

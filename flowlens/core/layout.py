@@ -185,6 +185,7 @@ class TokenLayout:
         words: str | int | Iterable[str | int] | None = None,
         horizon: int | slice | Iterable[int] | None = None,
         group: str | Iterable[str] | None = None,
+        patches: tuple | np.ndarray | None = None,
         valid_only: bool = True,
     ) -> np.ndarray:
         """Token indices matching every given criterion (sorted, int64 [k]).
@@ -196,6 +197,9 @@ class TokenLayout:
             implies text tokens. Every piece of a matched word is selected.
           horizon: action index / indices / slice; implies action tokens.
           group: name(s) from ``groups()`` ("bos", "words", "newline", a camera, "state", "actions").
+          patches: a box of the patch grid, ``(rows, cols)`` with each an int, a slice or a range of
+            grid rows / columns, or a bool mask ``[grid_rows, grid_cols]``; implies image tokens and
+            applies to every chosen camera (``camera=``; default every camera).
           valid_only: drop masked-camera patches and padding (default).
 
         Raises:
@@ -236,6 +240,8 @@ class TokenLayout:
             sel = np.zeros(self.n, dtype=bool)
             sel[act.start + chosen] = True
             keep &= sel
+        if patches is not None:
+            keep &= self._patch_mask(patches, camera)
         if group is not None:
             groups = self.groups()
             sel = np.zeros(self.n, dtype=bool)
@@ -253,6 +259,31 @@ class TokenLayout:
                 f"group={group!r} matches no {'valid ' if valid_only else ''}token of this layout."
             )
         return idx
+
+    def _patch_mask(self, patches, camera) -> np.ndarray:
+        """bool [token]: the patch box / mask ``patches`` of each chosen camera (all by default)."""
+        cams = [c.name for c in self.cameras] if camera is None else [camera] if isinstance(camera, str) \
+            else list(camera)
+        sel = np.zeros(self.n, dtype=bool)
+        for name in cams:
+            seg = self.segment(name)
+            rows, cols = seg.grid
+            if isinstance(patches, np.ndarray) and patches.dtype == bool:
+                if patches.shape != (rows, cols):
+                    raise FlowlensError(
+                        f"patches mask must be bool [{rows}, {cols}] (camera {name!r}'s patch grid), got shape "
+                        f"{patches.shape}.")
+                box = patches
+            else:
+                if not isinstance(patches, tuple) or len(patches) != 2:
+                    raise FlowlensError(
+                        f"patches must be (rows, cols) of the {rows}×{cols} patch grid (ints, slices or "
+                        f"ranges), or a bool [{rows}, {cols}] mask; got {patches!r}.")
+                box = np.zeros((rows, cols), dtype=bool)
+                box[np.ix_(_grid_range("patch row", patches[0], rows),
+                           _grid_range("patch column", patches[1], cols))] = True
+            sel[seg.start:seg.stop] = box.reshape(-1)
+        return sel
 
     def _word_mask(self, words) -> np.ndarray:
         text = self.text
@@ -302,6 +333,25 @@ class TokenLayout:
     def __repr__(self) -> str:
         parts = ", ".join(f"{s.name}[{s.start}:{s.stop}]" for s in self.segments)
         return f"TokenLayout({self.variant}, n={self.n}, prefix={self.prefix_len}: {parts})"
+
+
+def _grid_range(what: str, value, size: int) -> np.ndarray:
+    """int [k] grid indices of an int, slice or range over ``size`` (negative ints from the end)."""
+    if isinstance(value, slice):
+        out = np.arange(size)[value]
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if not -size <= int(value) < size:
+            raise FlowlensError(f"{what} {int(value)} out of range: the patch grid has {size} (0–{size - 1}).")
+        out = np.array([int(value) % size])
+    elif isinstance(value, range):
+        out = np.asarray(value, dtype=np.int64)
+        if out.size and (out.min() < 0 or out.max() >= size):
+            raise FlowlensError(f"{what}s {value} out of range: the patch grid has {size} (0–{size - 1}).")
+    else:
+        raise FlowlensError(f"{what}s must be an int, a slice or a range, got {value!r}.")
+    if out.size == 0:
+        raise FlowlensError(f"{what}s {value!r} select nothing of the patch grid's {size} (0–{size - 1}).")
+    return out
 
 
 def _as_kind(kind: TokenKind | str) -> TokenKind:

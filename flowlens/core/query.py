@@ -4,7 +4,8 @@ A query is given either as layout token indices or as a selection the layout und
 
 - ``"action:<i>"`` (also ``"a<i>"``, ``"action<i>"``; negative counts from the last): one action token;
 - ``"actions"``: every action token; ``"last"``: the last action token;
-- ``"state"``: Pi0's state token (Pi0.5 has none: its state is in the prompt).
+- ``"state"``: Pi0's state token (Pi0.5 has none: its state is in the prompt);
+- any other selection of :mod:`flowlens.core.selection` (``"words:cup | state"``, a ``Selection``).
 
 ``parse_query`` normalises a spelling; ``select_query`` turns a query (name or indices) into token
 indices of a layout. The CLI's ``--query``, ``AnalysisSpec`` and the analyses (``rollout``, ``flow``,
@@ -25,10 +26,12 @@ import numpy as np
 
 from flowlens.core.checks import index_array
 from flowlens.core.layout import TokenLayout
+from flowlens.core.selection import PARTS, Selection, resolve_tokens
 from flowlens.errors import FlowlensError, did_you_mean
 
 QUERY_FORMS = ("action:0", "action:<i>", "actions", "last", "state")
 _ACTION = re.compile(r"^(?:action|a):?(-?\d+)$")
+_SELECTION_SYNTAX = re.compile(r"[|&()\[\]:-]")
 
 
 def parse_query(text: str) -> str:
@@ -80,7 +83,8 @@ def select_query(layout: TokenLayout, query: str | int | Sequence[int] | np.ndar
 
     Args:
       layout: the token layout the query refers to.
-      query: a query name (see the module docstring: "action:0", "actions", "last", "state"),
+      query: a query name (see the module docstring: "action:0", "actions", "last", "state"), a
+        selection string or ``Selection`` (``flowlens.core.selection``),
         layout token index / indices (ints, returned as given; the caller checks they are nodes /
         rows) or a bool mask with one flag per layout token. Floats (1.7, even 1.0) are refused.
       **select: instead of ``query``, ``layout.select`` keywords (``kind=``, ``horizon=``, ``group=``
@@ -97,7 +101,16 @@ def select_query(layout: TokenLayout, query: str | int | Sequence[int] | np.ndar
         return layout.select(**select) if select else layout.select(kind="action")
     if select:
         raise FlowlensError("give either query (token indices or a query name) or selection keywords, not both.")
+    if isinstance(query, Selection):
+        return resolve_tokens(layout, query, argument="query")
     if isinstance(query, str):
-        return _named_tokens(layout, parse_query(query))
+        try:
+            name = parse_query(query)
+        except FlowlensError:
+            text = query.strip()
+            if _SELECTION_SYNTAX.search(text) or text in layout.groups() or text in PARTS:
+                return resolve_tokens(layout, text, argument="query")
+            raise
+        return _named_tokens(layout, name)
     return index_array("query", query, size=layout.n,
                        expected=f"a query name {list(QUERY_FORMS)} or a non-empty list of token indices")

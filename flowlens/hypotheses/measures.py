@@ -1,10 +1,11 @@
 """Per-frame measures for statistics: attention mass and rollout share between two token selections.
 
-A selection is a group name of ``TokenLayout.groups()`` ("words", "actions", a camera name, ...),
-a list of group names, a dict of ``TokenLayout.select`` criteria (``{"words": "red"}``,
-``{"camera": "base_0_rgb"}``), or token indices. Unknown names fail with the layout's
-did-you-mean ``FlowlensError``. These are the building blocks until the selection language and
-routing tables of issue 16 land; they read a ``TokenGraph`` (pure functions, no model).
+A thin layer over :mod:`flowlens.analysis.routing` (the one implementation of "mass between
+selections" and of "rollout share"): a selection is anything ``flowlens.core.selection`` resolves
+— a selection string ("words", "words:red | state", "patches:base_0_rgb[0:2,:]"), a ``Selection``,
+a list of group names or token indices — or a dict of ``TokenLayout.select`` criteria
+(``{"words": "red"}``, ``{"camera": "base_0_rgb"}``). Unknown names fail with a did-you-mean
+``FlowlensError``. They read a ``TokenGraph`` (pure functions, no model).
 
     >>> import numpy as np
     >>> from flowlens.core.graph import TokenGraph
@@ -23,28 +24,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from flowlens.errors import FlowlensError
+from flowlens.analysis.routing import graph_mass, graph_rollout_mass
+from flowlens.core.selection import resolve_tokens
 
 
 def tokens(layout, selection) -> np.ndarray:
     """int64 [k] layout token indices of a selection (see the module docstring)."""
-    if isinstance(selection, str):
-        return layout.select(group=selection)
     if isinstance(selection, Mapping):
         return layout.select(**dict(selection))
-    sel = list(selection.tolist() if isinstance(selection, np.ndarray) else selection)
-    if sel and all(isinstance(s, str) for s in sel):
-        return layout.select(group=sel)
-    if not sel or not all(isinstance(s, int | np.integer) and not isinstance(s, bool) for s in sel):
-        raise FlowlensError(
-            f"a token selection must be a group name, a list of them, a dict of TokenLayout.select criteria "
-            f"or token indices; got {selection!r}."
-        )
-    return np.asarray(sel, dtype=np.int64)
-
-
-def _nodes(graph, selection) -> np.ndarray:
-    return graph.node_index(tokens(graph.layout, selection))
+    return resolve_tokens(layout, selection)
 
 
 def _layer_positions(graph, layers: Sequence[int] | None) -> list[int]:
@@ -58,18 +46,12 @@ def mass(graph, query, key, *, layers: Sequence[int] | None = None, per_layer: b
     Returns:
       float (fused heads), float [head] ("keep" graphs); with ``per_layer`` a leading [layer] axis.
     """
-    q, k = _nodes(graph, query), _nodes(graph, key)
-    pos = _layer_positions(graph, layers)
-    att = graph.attention[pos]  # [L, (H,) n, n]
-    vals = att[..., q, :][..., k].sum(axis=-1).mean(axis=-1).astype(np.float64)
+    vals = graph_mass(graph, tokens(graph.layout, query), tokens(graph.layout, key))[_layer_positions(graph, layers)]
     return vals if per_layer else vals.mean(axis=0)
 
 
 def rollout_share(graph, query, key) -> float:
     """Share of the rollout (after the graph's last layer) of ``query`` that falls on ``key``
     (summed over key tokens, averaged over query rows)."""
-    from flowlens.analysis.rollout import rollout
-
-    r = rollout(graph, tokens(graph.layout, query), all_layers=False)
-    k = _nodes(graph, key)
-    return float(r.final[:, k].sum(axis=-1).mean())
+    pair = (tokens(graph.layout, query), tokens(graph.layout, key))
+    return float(graph_rollout_mass(graph, [pair])[-1, 0])

@@ -5,8 +5,10 @@ and heads, e.g. "action tokens may not read the prompt words in layers 9–17"::
 
     Knockout(query="actions", key="words", layers=range(9, 18))
 
-Token sets are group names of ``TokenLayout.groups()`` (a camera name, "bos", "words",
-"newline", "state", "actions"), a list of them, or absolute token indices. The edit happens where
+Token sets are selections of :mod:`flowlens.core.selection`: group names of
+``TokenLayout.groups()`` (a camera name, "bos", "words", "newline", "state", "actions"), a list
+of them, selection strings ("words:cup", "patches:base_0_rgb[2:5,3:7]", "cameras - words"), a
+``Selection``, or absolute token indices. The edit happens where
 the mask is applied: those (layer, head, query, key) logits are set to the mask value
 (-2.3819763e38) before the float32 softmax, so knocked edges get exactly zero probability and
 the row is renormalised over the edges that remain — the same thing openpi's mask does to
@@ -36,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowlens.core.layout import TokenLayout
+from flowlens.core.selection import Selection, resolve_mask
 from flowlens.errors import FlowlensError, unknown_name_error
 from flowlens.model import gemma
 from flowlens.model.capture_config import as_index_set
@@ -48,21 +51,21 @@ class Knockout:
     """Remove the edges query → key in the given layers and heads.
 
     Attributes:
-      query: group name, names, or absolute token indices of the querying tokens.
-      key: group name, names, or absolute token indices of the attended tokens.
+      query: the querying tokens: a selection (string, ``Selection``, group names) or token indices.
+      key: the attended tokens, in the same forms.
       layers: model layers (None: all).
       heads: query heads (None: all).
     """
 
-    query: str | Sequence[str] | Sequence[int] | np.ndarray
-    key: str | Sequence[str] | Sequence[int] | np.ndarray
+    query: str | Selection | Sequence[str] | Sequence[int] | np.ndarray
+    key: str | Selection | Sequence[str] | Sequence[int] | np.ndarray
     layers: Sequence[int] | range | None = None
     heads: Sequence[int] | range | None = None
 
     def describe(self) -> dict:
         def tokens(v):
-            if isinstance(v, str):
-                return v
+            if isinstance(v, (str, Selection)):
+                return str(v)
             v = list(np.asarray(v).tolist()) if isinstance(v, np.ndarray) else list(v)
             return v
         return {"query": tokens(self.query), "key": tokens(self.key),
@@ -96,6 +99,11 @@ class KnockoutPlan:
 
 def _token_mask(spec, layout: TokenLayout, argument: str) -> np.ndarray:
     sel = np.zeros(layout.n, dtype=bool)
+    names = [spec] if isinstance(spec, str) else list(spec) if isinstance(spec, (list, tuple)) else None
+    groups = layout.groups()
+    if isinstance(spec, Selection) or names and all(isinstance(s, str) for s in names) and \
+            not all(s in groups for s in names):
+        return resolve_mask(layout, spec, argument=f"Knockout.{argument}")
     if isinstance(spec, str):
         spec = [spec]
     spec = list(spec.tolist()) if isinstance(spec, np.ndarray) else list(spec)

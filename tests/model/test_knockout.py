@@ -154,3 +154,21 @@ def test_knockout_in_the_full_pass():
     lay = cap.layout
     assert (cap.full.probs[0][:, lay.select(group="actions")][..., lay.select(group="base_0_rgb")] == 0).all()
     assert not np.allclose(v, v_ref)
+
+
+def test_knockouts_take_selections():
+    from flowlens.core.selection import Selection
+
+    lay = pi0_layout()
+    plan = resolve_knockouts([Knockout("actions[0:10]", "words:bowl | state"),
+                              Knockout(Selection.group("cameras") - "patches:base_0_rgb[0:2,:]", "words")],
+                             lay, num_layers=18, num_heads=8)
+    assert np.flatnonzero(plan.queries[0]).tolist() == list(range(817, 827))
+    assert np.flatnonzero(plan.keys[0]).tolist() == [773, 816]
+    assert np.flatnonzero(plan.queries[1]).tolist() == list(range(32, 512))
+    assert plan.description[0]["key"] == "words:bowl | state"
+    assert plan.description[1]["query"] == "cameras - patches:base_0_rgb[0:2,:]"
+    listed = resolve_knockouts(Knockout(["words:bowl", "state"], "bos"), lay, num_layers=18, num_heads=8)
+    assert np.flatnonzero(listed.queries[0]).tolist() == [773, 816]
+    with pytest.raises(FlowlensError, match=r"Knockout.key='words:bowel'.*Did you mean 'bowl'"):
+        resolve_knockouts(Knockout("actions", "words:bowel"), lay, num_layers=18, num_heads=8)
