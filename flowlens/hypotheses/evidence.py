@@ -183,14 +183,15 @@ def _as_list(knockouts):
 
 def _layout_signature(ev: Evidence) -> tuple:
     lay = ev.layout
-    return (id(ev.backend), lay.n, tuple((k, v.tobytes()) for k, v in lay.groups().items()))
+    words = tuple(lay.text.token_ids) if lay.text is not None else ()  # word selections resolve on the prompt
+    return (id(ev.backend), lay.n, tuple((k, v.tobytes()) for k, v in lay.groups().items()), words)
 
 
 def prefetch_actions(evidences: Sequence[Evidence], knockouts=(), *, batch_size: int = DEFAULT_BATCH) -> int:
     """Sample ``knockouts`` for every evidence not holding it yet, batched; returns the sampler calls made.
 
-    Frames are grouped by backend and token-group positions (a knockout resolves on one layout per
-    call); each group runs in batches of ``batch_size`` padded to a power of two.
+    Frames are grouped by backend, token-group positions and prompt tokens (a knockout resolves on
+    one layout per call, word selections on its prompt); each group runs in batches of ``batch_size`` padded to a power of two.
     """
     from flowlens.model import sample_actions
     from flowlens.tasks.tabletop.policy import stack_observations
