@@ -66,7 +66,7 @@ def frame_batches(frames: Sequence[int], batch_size: int, keys: Sequence | None 
 
 
 def stack(observations: Sequence[Observation], size: int) -> Observation:
-    """Stack batch-1 observations into one batch of ``size`` (padded with the last)."""
+    """Stack batch-1 observations (same cameras) into one batch of ``size`` (padded with the last)."""
     from flowlens.tasks.tabletop.policy import stack_observations
 
     obs = list(observations)
