@@ -18,16 +18,16 @@ import numpy as np
 from flowlens.errors import FlowlensError
 
 
-def heading_score(cases: Sequence, norm_stats, *, k: int = 5, named: Sequence[int] | None = None, pi05: bool = False):
+def heading_score(cases: Sequence, norm_stats, config, *, k: int = 5, named: Sequence[int] | None = None):
     """``score(frames [b], actions [b, H, A]) → {"hit", "miss", "cosine_named", "chance"}`` per frame.
 
     Args:
       cases: the frames' EvalCases (frame i ↔ cases[i]).
       norm_stats: the task's norm stats ("actions" unnormalises the chunk).
+      config: the model's Pi0Config (Pi0.5 configs unnormalise with quantiles).
       k: actions summed into the heading.
       named: per frame the object id that counts as a hit (default each scene's named source; for
         swapped prompts pass ``[c.swap for c in cases]``).
-      pi05: quantile normalisation (Pi0.5 configs).
     """
     from flowlens.model.norm_stats import unnormalize
     from flowlens.tasks.tabletop.evaluate import chance_of, headings, pointed_object
@@ -39,7 +39,7 @@ def heading_score(cases: Sequence, norm_stats, *, k: int = 5, named: Sequence[in
         raise FlowlensError(f"named has {len(named)} entries for {len(cases)} cases; pass one object id per case.")
 
     def score(frames: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
-        chunks = unnormalize(np.asarray(actions)[..., :ACTION_DIM], norm_stats["actions"], quantile=pi05)
+        chunks = unnormalize(np.asarray(actions)[..., :ACTION_DIM], norm_stats["actions"], quantile=config.pi05)
         hd = headings(chunks.astype(np.float32), k)
         hit, cos, chance = [], [], []
         for f, h in zip(frames, hd, strict=True):
