@@ -32,19 +32,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--smoke", action="store_true", help="4 scenes, 3 layers")
     a = ap.parse_args(argv)
 
-    from flowlens.causal import patch_sites, patch_sweep
+    from flowlens.causal import case_frames, load_task, patch_sites, patch_sweep
     from flowlens.causal.batching import frame_noise, stack
     from flowlens.model import sample_actions
-    from flowlens.model.pi0 import Pi0Model
-    from flowlens.tasks.tabletop.builtin import load_builtin, load_builtin_norm_stats
-    from flowlens.tasks.tabletop.evaluate import _obs, held_out_cases
+    from flowlens.tasks.tabletop.evaluate import held_out_cases
 
-    config, params, tok = load_builtin("tabletop")
-    stats = load_builtin_norm_stats("tabletop")
-    model = Pi0Model(config)
+    model, params, tok, stats = load_task()
+    config = model.config
     cases = held_out_cases(4 if a.smoke else a.frames)
-    clean = [_obs(c, c.scene.prompt, tok, config, stats) for c in cases]
-    corrupt = [_obs(type(c)(c.episode, c.t + 3, c.swap), c.scene.prompt, tok, config, stats) for c in cases]
+    clean = case_frames(cases, tok, config, stats)
+    corrupt = case_frames(cases, tok, config, stats, offset=3)
     n = len(clean)
     layers = range(3) if a.smoke else range(config.num_layers + 1)
     sites = patch_sites(layers, steps=["prefix"], tokens={"base": "base_0_rgb"})

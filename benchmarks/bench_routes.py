@@ -69,24 +69,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--smoke", action="store_true", help="6 frames")
     a = ap.parse_args(argv)
 
-    from flowlens.causal import heading_score, knockout_sweep
+    from flowlens.causal import case_frames, heading_score, knockout_sweep, load_task
     from flowlens.model.knockout import Knockout
-    from flowlens.model.pi0 import Pi0Model
-    from flowlens.tasks.tabletop.builtin import load_builtin, load_builtin_norm_stats
-    from flowlens.tasks.tabletop.evaluate import _obs, held_out_cases
+    from flowlens.tasks.tabletop.evaluate import held_out_cases
 
-    config, params, tok = load_builtin("tabletop")
-    stats = load_builtin_norm_stats("tabletop")
-    model = Pi0Model(config)
+    model, params, tok, stats = load_task()
+    config = model.config
     cases = held_out_cases(6 if a.smoke else a.frames)
     swapped = [c for c in cases if c.swap >= 0]
     routes = {name: [Knockout(query=q, key=k) for q, k in edges] for name, edges in ROUTES.items()}
     t0 = time.time()
-    named = knockout_sweep(model, params, [_obs(c, c.scene.prompt, tok, config, stats) for c in cases], routes,
+    named = knockout_sweep(model, params, case_frames(cases, tok, config, stats), routes,
                            score=heading_score(cases, stats, config, k=a.k))
-    swap = knockout_sweep(model, params, [_obs(c, c.scene.with_prompt(c.swap).prompt, tok, config, stats)
-                                          for c in swapped], routes,
-                          score=heading_score(swapped, stats, config, k=a.k, named=[c.swap for c in swapped]))
+    swap = knockout_sweep(model, params, case_frames(swapped, tok, config, stats,
+                                                     prompts=[c.scene.with_prompt(c.swap).prompt for c in swapped]),
+                          routes, score=heading_score(swapped, stats, config, k=a.k, named=[c.swap for c in swapped]))
     out: list[dict] = []
     for name, edges in ROUTES.items():
         r, s = named[named.intervention == name], swap[swap.intervention == name]

@@ -15,7 +15,7 @@ from flowlens.causal.effects import gap_closed as gap_closed
 _MODULES = {
     "flowlens.causal.patching": ("PatchSite", "patch_sites", "patch_sweep"),
     "flowlens.causal.sweeps": ("edge_knockouts", "knockout_sweep", "sliding_windows"),
-    "flowlens.causal.tabletop": ("heading_score",),
+    "flowlens.causal.tabletop": ("case_frames", "heading_score", "load_task"),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}
 __getattr__ = lazy_getattr("flowlens.causal", _HOME, globals())

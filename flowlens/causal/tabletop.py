@@ -6,7 +6,9 @@ and :func:`flowlens.causal.patching.patch_sweep` for held-out evaluation cases
 task space, the heading is the plane displacement of the first ``k`` actions
 (:func:`~flowlens.tasks.tabletop.evaluate.headings`) and it *hits* when it points at the named
 object (:func:`~flowlens.tasks.tabletop.evaluate.pointed_object`) — the numbers of
-``evaluate_policy``, per frame.
+``evaluate_policy``, per frame. :func:`load_task` and :func:`case_frames` give the embedded
+model and the frames of evaluation cases (optionally with other prompts, or a later frame of the
+same episode as a corrupted input for patching).
 """
 
 from __future__ import annotations
@@ -53,3 +55,30 @@ def heading_score(cases: Sequence, norm_stats, config, *, k: int = 5, named: Seq
         return {"hit": hit, "miss": ~hit, "cosine_named": np.asarray(cos), "chance": np.asarray(chance)}
 
     return score
+
+
+def load_task(name: str = "tabletop"):
+    """The embedded policy: (Pi0Model, params, tokenizer, norm stats)."""
+    from flowlens.model.pi0 import Pi0Model
+    from flowlens.tasks.tabletop.builtin import load_builtin, load_builtin_norm_stats
+
+    config, params, tokenizer = load_builtin(name)
+    return Pi0Model(config), params, tokenizer, load_builtin_norm_stats(name)
+
+
+def case_frames(cases: Sequence, tokenizer, config, norm_stats, *, prompts: Sequence[str] | None = None,
+                offset: int = 0) -> list:
+    """Batch-1 Observations of the cases' frames (frame ``t + offset`` of each episode), prompted
+    with each scene's own prompt or ``prompts`` (one per case)."""
+    from flowlens.tasks.tabletop.evaluate import EvalCase, _obs
+
+    cases = list(cases)
+    prompts = [c.scene.prompt for c in cases] if prompts is None else list(prompts)
+    if len(prompts) != len(cases):
+        raise FlowlensError(f"prompts has {len(prompts)} entries for {len(cases)} cases; pass one per case.")
+    for c in cases:
+        if not 0 <= c.t + offset < len(c.episode.states):
+            raise FlowlensError(f"offset {offset} leaves episode {c.scene.seed} (frames 0–{len(c.episode.states) - 1}) "
+                                f"at frame {c.t}; pick a smaller offset.")
+    return [_obs(EvalCase(c.episode, c.t + offset, c.swap), p, tokenizer, config, norm_stats)
+            for c, p in zip(cases, prompts, strict=True)]
