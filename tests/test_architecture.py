@@ -19,6 +19,8 @@ ALLOWED = {
     "core": {"errors"},
     "analysis": {"core", "errors", "_lazy"},
     "projection": {"core", "errors"},
+    # attribution methods: pure functions of what the model computed (gradients, captures), like analyses
+    "attribution": {"core", "errors", "analysis"},
     "model": {"core", "errors"},
     "io": {"core", "errors"},
     "testing": {"core", "errors", "analysis"},
@@ -26,7 +28,7 @@ ALLOWED = {
     "report": {"core", "errors", "analysis", "projection", "figures", "io"},
     "tasks": {"core", "errors", "model", "io", "analysis", "projection", "testing"},
     "pipeline": {"core", "errors", "analysis", "projection", "model", "io", "testing", "figures", "report",
-                 "tasks"},
+                 "tasks", "attribution"},
     # hypotheses: statistics over frames; runs the model through pipeline backends for interventions
     # and the embedded task's batching helper, and draws its table with figures.
     "hypotheses": {"core", "errors", "analysis", "model", "io", "pipeline", "figures", "tasks"},

@@ -48,8 +48,8 @@ def check_frames(observations: Sequence[Observation], argument: str) -> list[Obs
         raise FlowlensError(f"{argument} is empty; pass at least one frame (a batch-1 Observation).")
     for i, o in enumerate(frames):
         if not isinstance(o, Observation) or o.batch_size != 1:
-            raise FlowlensError(f"{argument}[{i}] must be a batch-1 Observation, got "
-                                f"{type(o).__name__}{'' if not isinstance(o, Observation) else f' of batch {o.batch_size}'}.")
+            got = f"an Observation of batch {o.batch_size}" if isinstance(o, Observation) else type(o).__name__
+            raise FlowlensError(f"{argument}[{i}] must be a batch-1 Observation, got {got}.")
     return frames
 
 

@@ -72,7 +72,9 @@ class PatchSite:
             return self.label
         if self.tokens is None:
             return "all"
-        return self.tokens if isinstance(self.tokens, str) else ",".join(str(t) for t in np.asarray(self.tokens).tolist())
+        if isinstance(self.tokens, str):
+            return self.tokens
+        return ",".join(str(t) for t in np.asarray(self.tokens).tolist())
 
 
 def patch_sites(layers: Sequence[int] | range, steps: Sequence[int | str] = ("prefix",),
@@ -88,7 +90,8 @@ def patch_sites(layers: Sequence[int] | range, steps: Sequence[int | str] = ("pr
 def _check_site(site: PatchSite, i: int, cfg, num_steps: int) -> int | None:
     """Validate a site; return its step index (None: prefix)."""
     if not isinstance(site, PatchSite):
-        raise FlowlensError(f"sites[{i}] must be a PatchSite, got {type(site).__name__}; build them with patch_sites().")
+        raise FlowlensError(f"sites[{i}] must be a PatchSite, got {type(site).__name__}; build them with "
+                            "patch_sites().")
     top = cfg.num_layers if site.head is None else cfg.num_layers - 1
     if not 0 <= site.layer <= top:
         what = ("residual layers are 0..L (L = the final output)" if site.head is None

@@ -66,12 +66,12 @@ def edge_knockouts(query, key, *, windows: Sequence | None = None, heads: Sequen
     for w in [None] if windows is None else windows:
         for h in [None] if heads is None else heads:
             for s in [None] if steps is None else steps:
+                s = (s,) if isinstance(s, (int, str)) else s
                 parts = [] if w is None else [_span(w)]
                 parts += [] if h is None else [f"h{int(h)}"]
-                if s is not None:
-                    parts.append("s" + ",".join(str(x) for x in ((s,) if isinstance(s, (int, str)) else s)))
+                parts += [] if s is None else ["s" + ",".join(str(x) for x in s)]
                 out["/".join(parts) or "all"] = Knockout(query, key, layers=w, heads=None if h is None else [h],
-                                                        steps=None if s is None else ((s,) if isinstance(s, (int, str)) else s))
+                                                        steps=s)
     return out
 
 

@@ -78,7 +78,8 @@ def case_frames(cases: Sequence, tokenizer, config, norm_stats, *, prompts: Sequ
         raise FlowlensError(f"prompts has {len(prompts)} entries for {len(cases)} cases; pass one per case.")
     for c in cases:
         if not 0 <= c.t + offset < len(c.episode.states):
-            raise FlowlensError(f"offset {offset} leaves episode {c.scene.seed} (frames 0–{len(c.episode.states) - 1}) "
-                                f"at frame {c.t}; pick a smaller offset.")
+            last = len(c.episode.states) - 1
+            raise FlowlensError(f"offset {offset} leaves episode {c.scene.seed} (frames 0–{last}) at frame {c.t}; "
+                                "pick a smaller offset.")
     return [_obs(EvalCase(c.episode, c.t + offset, c.swap), p, tokenizer, config, norm_stats)
             for c, p in zip(cases, prompts, strict=True)]

@@ -4,6 +4,7 @@
     flowlens compare ...   success vs failure            flowlens report  ...  interactive HTML
     flowlens demo [--output-dir DIR]                     the whole tour on the embedded model
     flowlens hypothesis FILE.py --episode ...            test routing hypotheses over episodes
+    flowlens batch ...     many episodes → store + tables, locally or on Ray (--engine ray)
 
 The legacy spelling ``flowlens --mode single|episode ...`` is accepted too. Bad input exits with
 code 2 and one line on stderr (``flowlens: error: ...``), never a traceback.
@@ -18,12 +19,12 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from flowlens.cli import compare, demo, episode, hypothesis, report, single
+from flowlens.cli import batch, compare, demo, episode, hypothesis, report, single
 from flowlens.cli.caches import enable_jax_cache
 from flowlens.errors import FlowlensError
 
 SUBCOMMANDS = {"single": single, "episode": episode, "compare": compare, "report": report, "demo": demo,
-               "hypothesis": hypothesis}
+               "hypothesis": hypothesis, "batch": batch}
 MODES = ("single", "episode", "compare", "report", "demo")
 
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Try: flowlens demo --output-dir /tmp/flowlens_demo",
     )
     parser.add_argument("--version", action="version", version=f"flowlens {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{single,episode,compare,report,demo,hypothesis}")
+    sub = parser.add_subparsers(dest="command", metavar="{single,episode,compare,report,demo,hypothesis,batch}")
     for module in SUBCOMMANDS.values():
         module.add_parser(sub)
     return parser

@@ -1,4 +1,5 @@
-"""The Pi0 / Pi0.5 model in JAX: configs, the Gemma mixture, sampling with attention capture, knockouts, activation patches."""
+"""The Pi0 / Pi0.5 model in JAX: configs, the Gemma mixture, sampling with attention capture, knockouts,
+activation patches, gradients of an action target (attention maps, prefix embeddings)."""
 
 from flowlens.model.capture_config import CaptureConfig as CaptureConfig
 from flowlens.model.checkpoint import Checkpoint as Checkpoint
@@ -21,6 +22,9 @@ from flowlens.model.config import (
 from flowlens.model.config import (
     get_config as get_config,
 )
+from flowlens.model.gradients import ActionTarget as ActionTarget
+from flowlens.model.gradients import attention_gradients as attention_gradients
+from flowlens.model.gradients import path_gradients as path_gradients
 from flowlens.model.knockout import Knockout as Knockout
 from flowlens.model.norm_stats import NormStats as NormStats
 from flowlens.model.norm_stats import load_norm_stats as load_norm_stats

@@ -20,11 +20,14 @@ Capture is a return value, never global state: :class:`LayerCapture` tells :func
 which query rows and which layers to keep and whether to fuse heads; the probabilities are the
 float32 softmax output *before* the cast, ``[layer, batch, head, query, key]``. With
 ``record_residual`` it also returns the residual stream (each layer's input and the final
-pre-norm output, float32) — the raw material of value-based attributions and activation patching. Edge knockouts
-(:class:`EdgeEdit`) remove chosen (layer, head, query, key) entries from the mask before the
-softmax. Activation patches (:class:`flowlens.model.patching.Patch`) overwrite chosen layer inputs
-or per-head attention outputs with values from another run; ``record_heads`` returns those
-per-head outputs (the source of a head patch).
+pre-norm output, float32) — the raw material of value-based attributions and activation patching.
+Edge knockouts (:class:`EdgeEdit`) remove chosen (layer, head, query, key) entries from the mask before the
+softmax. For gradients with respect to the attention maps, ``prob_offsets`` adds an array (zeros)
+to the float32 probabilities right after the softmax; ``jax.vjp`` with respect to it gives
+∂target/∂A for every layer (None, the default, traces exactly the plain computation).
+Activation patches (:class:`flowlens.model.patching.Patch`) overwrite chosen layer inputs or
+per-head attention outputs with values from another run; ``record_heads`` returns those per-head
+outputs (the source of a head patch).
 
 Axis letters inside this module follow openpi: B batch, T query tokens, S key tokens, N query
 heads, K key/value heads, G = N / K, H head size, D width, F MLP size, L layers.
@@ -257,8 +260,8 @@ def _edited_mask(mask: jax.Array, edit: EdgeEdit, layer: jax.Array) -> jax.Array
 # ---- the layers -------------------------------------------------------------------------------
 def attention(lp: dict, xs: Sequence[jax.Array | None], positions: jax.Array, mask: jax.Array,
               kv_cache: tuple[jax.Array, jax.Array] | None, configs: Sequence[GemmaConfig],
-              edit: EdgeEdit | None = None, layer: jax.Array | None = None, head_patch=None,
-              return_heads: bool = False):
+              edit: EdgeEdit | None = None, layer: jax.Array | None = None, prob_offset: jax.Array | None = None,
+              head_patch=None, return_heads: bool = False):
     """One shared attention over all present experts' tokens.
 
     Args:
@@ -268,6 +271,8 @@ def attention(lp: dict, xs: Sequence[jax.Array | None], positions: jax.Array, ma
       mask: bool [B, 1, T, S].
       kv_cache: None or (k, v) [B, S_cache, K, H] of earlier tokens (already RoPE'd).
       edit: optional knockouts; ``layer`` is this layer's index (for ``edit``).
+      prob_offset: optional float32 [B, N, T, S] added to the probabilities after the softmax
+        (zeros: differentiate with respect to it to get ∂/∂probabilities).
       head_patch: None or (where bool [B, T, N], values [B, T, N, H]): per-head attention outputs
         (before the output projection) replaced by ``values`` where ``where``.
       return_heads: also return those per-head outputs, float32 [B, T, N, H].
@@ -303,6 +308,8 @@ def attention(lp: dict, xs: Sequence[jax.Array | None], positions: jax.Array, ma
         per_head = _edited_mask(mask, edit, layer).reshape(b, kh, g, t, k.shape[1])
         masked = jnp.where(per_head, logits, BIG_NEG)
     probs32 = jax.nn.softmax(masked, axis=-1)
+    if prob_offset is not None:
+        probs32 = probs32 + prob_offset.reshape(probs32.shape)
     probs = probs32.astype(dtype)
     encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(b, t, c0.num_heads, c0.head_dim)
     if head_patch is not None:
@@ -323,8 +330,8 @@ def attention(lp: dict, xs: Sequence[jax.Array | None], positions: jax.Array, ma
     return out, (k, v), probs32
 
 
-def block(lp: dict, xs, positions, mask, adarms_cond, kv_cache, configs, edit=None, layer=None, head_patch=None,
-          return_heads: bool = False):
+def block(lp: dict, xs, positions, mask, adarms_cond, kv_cache, configs, edit=None, layer=None, prob_offset=None,
+          head_patch=None, return_heads: bool = False):
     """One pre-norm layer for all present experts. Returns (xs, (k, v), probs float32 [B, N, T, S]) and,
     with ``return_heads``, the per-head attention outputs float32 [B, T, N, H] (see :func:`attention`)."""
     normed, gates = [], []
@@ -337,7 +344,7 @@ def block(lp: dict, xs, positions, mask, adarms_cond, kv_cache, configs, edit=No
         normed.append(y)
         gates.append(gate)
     post, kv, probs, *heads = attention(lp["attn"], normed, positions, mask, kv_cache, configs, edit, layer,
-                                        head_patch, return_heads)
+                                        prob_offset, head_patch, return_heads)
     xs = [None if x is None else _gated_residual(x, y, gt) for x, y, gt in zip(xs, post, gates, strict=True)]
     out = []
     for i, x in enumerate(xs):
@@ -382,7 +389,8 @@ def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: j
                 configs: Sequence[GemmaConfig], dtype, adarms_cond: Sequence[jax.Array | None] | None = None,
                 kv_cache: tuple[jax.Array, jax.Array] | None = None, capture: LayerCapture | None = None,
                 edit: EdgeEdit | None = None, return_kv: bool = False, remat: bool = False,
-                record_residual: bool = False, patch=None, record_heads: bool = False) -> TransformerOut:
+                record_residual: bool = False, prob_offsets: jax.Array | None = None, patch=None,
+                record_heads: bool = False) -> TransformerOut:
     """Run all layers of the expert mixture (openpi's ``gemma.Module.__call__``).
 
     Args:
@@ -399,6 +407,8 @@ def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: j
       return_kv: also return this call's (k, v) [L, B, S, K, H].
       remat: rematerialise each layer in the backward pass (training).
       record_residual: also return the residual stream (float32) of every present expert.
+      prob_offsets: None or float32 [L, B, N, T, S] added to each layer's probabilities after the
+        softmax (zeros; for gradients with respect to the attention maps).
       patch: a :class:`flowlens.model.patching.Patch` (one expert present): layer inputs / the
         final output / per-head outputs overwritten with another run's values.
       record_heads: also return every layer's per-head attention outputs (``TransformerOut.heads``).
@@ -426,8 +436,9 @@ def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: j
         ys = {}
         if record_residual:
             ys["residual"] = [None if x is None else x.astype(jnp.float32) for x in xs]
+        off = None if prob_offsets is None else jax.lax.dynamic_index_in_dim(prob_offsets, layer, 0, keepdims=False)
         head_patch = None if patch is None else patch.head_patch(layer)
-        xs, kv, probs, *heads = block(lp, xs, positions, mask, adarms_cond, cache, configs, edit, layer,
+        xs, kv, probs, *heads = block(lp, xs, positions, mask, adarms_cond, cache, configs, edit, layer, off,
                                       head_patch, record_heads)
         if record_heads:
             ys["heads"] = heads[0]

@@ -22,7 +22,6 @@ compiled functions (``jax.jit`` keyed by the model object and the static capture
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import einops
 import jax
@@ -52,22 +51,31 @@ class _Plan:
     record_run: bool = False  # return the RunRecord (every batch element) an activation patch reads
 
 
-@functools.partial(jax.jit, static_argnames=("model", "plan"))
-def _sample_impl(params, arrays, noise, pre_edit, suf_edit, suf_steps=None, patch=None, *, model: Pi0Model,
-                 plan: _Plan):
-    # Compiled once per (model object, plan) and edit structure: jax.jit's own cache, held here.
+def sample_core(params, arrays, noise, pre_edit, suf_edit, offsets=None, suf_steps=None, patch=None, *,
+                model: Pi0Model, plan: _Plan):
+    """The traceable sampler (``_sample_impl`` is its jit). ``offsets`` (None: the plain computation)
+    is a dict of zero arrays the gradient code differentiates against: "embed" [B, P, D0] added to
+    the prefix embeddings, "prefix" [L, B, N, P, P] / "steps" [num_steps, L, B, N, T_s, P + T_s]
+    added to the attention probabilities; with offsets the output also holds "velocities"
+    [num_steps, B, H_a, action_dim] and "prefix_embeddings" [B, P, D0]. ``suf_steps`` (bool
+    [num_steps, M]) activates step-selected knockouts per step; ``patch`` is a SamplerPatch."""
     cfg = model.config
     llm = params["PaliGemma"]["llm"]
     images, image_masks, state, tokens, token_mask = arrays
     b = state.shape[0]
     pre, pre_mask, pre_ar, image_tokens = model.embed_prefix(params, images, image_masks, tokens, token_mask)
+    offsets = offsets or {}
+    pre_embeddings = pre
+    if "embed" in offsets:
+        pre = pre + offsets["embed"].astype(pre.dtype)
     pre_attn = make_attn_mask(pre_mask, pre_ar)
     positions = jnp.cumsum(pre_mask, axis=1) - 1
     rec = plan.residual_of
     pre_out = gemma.transformer(llm, [pre, None], positions, pre_attn, configs=model.experts, dtype=model.dtype,
                                 capture=plan.prefix, edit=pre_edit, return_kv=True,
                                 record_residual=rec is not None or plan.record_run,
-                                patch=None if patch is None else patch.prefix, record_heads=plan.record_run)
+                                prob_offsets=offsets.get("prefix"), patch=None if patch is None else patch.prefix,
+                                record_heads=plan.record_run)
     kv_cache, pre_cap = pre_out.kv, pre_out.captured
     dt = -1.0 / plan.num_steps
     suffix_positions_base = jnp.sum(pre_mask, axis=-1)[:, None]
@@ -82,6 +90,9 @@ def _sample_impl(params, arrays, noise, pre_edit, suf_edit, suf_steps=None, patc
         pre_part = einops.repeat(pre_mask, "b p -> b s p", s=suf.shape[1])
         full_mask = jnp.concatenate([pre_part, suf_attn], axis=-1)
         pos = suffix_positions_base + jnp.cumsum(suf_mask, axis=-1) - 1
+        step_off = None
+        if "steps" in offsets:
+            step_off = jax.lax.dynamic_index_in_dim(offsets["steps"], i, 0, keepdims=False)
         edit = suf_edit
         if suf_steps is not None:  # step-selected knockouts: only those of step i are active
             edit = dataclasses.replace(edit, layer_heads=edit.layer_heads & suf_steps[i][:, None, None])
@@ -89,7 +100,7 @@ def _sample_impl(params, arrays, noise, pre_edit, suf_edit, suf_steps=None, patc
         suf_out = gemma.transformer(llm, [None, suf], pos, full_mask, configs=model.experts, dtype=model.dtype,
                                     adarms_cond=[None, cond], kv_cache=kv_cache, capture=plan.suffix,
                                     edit=edit, record_residual=rec is not None or plan.record_run,
-                                    patch=step_patch, record_heads=plan.record_run)
+                                    prob_offsets=step_off, patch=step_patch, record_heads=plan.record_run)
         out, cap = suf_out.outputs[1], suf_out.captured
         v_t = linear(params["action_out_proj"], out[:, -cfg.action_horizon:])
         ys = {"time": time}
@@ -97,6 +108,8 @@ def _sample_impl(params, arrays, noise, pre_edit, suf_edit, suf_steps=None, patc
             ys["residual"] = suf_out.residual[1][:, rec]
         if plan.record_run:
             ys["run_residual"], ys["run_heads"] = suf_out.residual[1], suf_out.heads
+        if offsets:
+            ys["velocity"] = v_t
         if cap is not None and in_order:
             ys["probs"] = cap
         elif cap is not None:
@@ -119,10 +132,16 @@ def _sample_impl(params, arrays, noise, pre_edit, suf_edit, suf_steps=None, patc
         out["step_residual"] = ys["residual"]
     if plan.record_run:
         out["record"] = RunRecord(pre_out.residual[0], pre_out.heads, ys["run_residual"], ys["run_heads"])
+    if offsets:
+        out.update(velocities=ys["velocity"], prefix_embeddings=pre_embeddings)
     if plan.norms_of is not None:
         out["image_norms"] = jnp.stack([
             jnp.sqrt(jnp.sum(jnp.square(t[plan.norms_of].astype(jnp.float32)), -1)) for t in image_tokens])
     return out
+
+
+# Compiled once per (model object, plan) and edit structure: jax.jit's own cache, held here.
+_sample_impl = jax.jit(sample_core, static_argnames=("model", "plan"))
 
 
 def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps: int | None = None,
@@ -233,8 +252,8 @@ def _sample(model: Pi0Model, params: dict, obs: Observation, *, num_steps: int |
             "stream the steps' keys come from: record the prefix too (prefix=True and query rows with prefix "
             "tokens, e.g. query_rows='all').")
     plan = _Plan(num_steps, pre_cap, suf_cap, slots, norms_of, residual_of, record)
-    out = _sample_impl(params, model.obs_arrays(obs), noise, pre_edit, suf_edit, suf_steps, patch, model=model,
-                       plan=plan)
+    out = _sample_impl(params, model.obs_arrays(obs), noise, pre_edit, suf_edit, suf_steps=suf_steps, patch=patch,
+                       model=model, plan=plan)
     actions = np.asarray(out["actions"])
     run = jax.tree.map(np.asarray, out["record"]) if record else None
     if capture is None:

@@ -11,7 +11,8 @@ builtin / synthetic → Capture), ``sources`` (which episode a command means), `
 FrameResult scores: rows from ``analysis.rows``, rollout from ``analysis.step_rollout``, flow),
 ``render`` (--viz-type names → ``flowlens.figures`` composers and paths), ``frames`` (one frame end
 to end), ``episode`` (many frames, video, resumable), ``compare`` (success vs failure), ``report``
-(HTML, frames from ``flowlens.report.report_frame``), ``demo`` (``flowlens demo``). The pipeline
+(HTML, frames from ``flowlens.report.report_frame``), ``demo`` (``flowlens demo``), ``job`` (a batch
+job over many episodes and the worker of one episode), ``engines`` (run a job locally or on Ray). The pipeline
 orchestrates only: analyses and figures live in ``flowlens.analysis`` / ``flowlens.figures``.
 ``AnalysisSpec.check_model`` runs once per run, where the backend is known. Imports matplotlib /
 JAX only when a figure or a model is used.
@@ -25,9 +26,14 @@ from flowlens.pipeline.backends import SyntheticBackend as SyntheticBackend
 from flowlens.pipeline.backends import builtin_available as builtin_available
 from flowlens.pipeline.backends import load_backend as load_backend
 from flowlens.pipeline.compare import compare_episodes as compare_episodes
+from flowlens.pipeline.engines import LocalEngine as LocalEngine
+from flowlens.pipeline.engines import RayEngine as RayEngine
+from flowlens.pipeline.engines import run_job as run_job
 from flowlens.pipeline.episode import run_episode as run_episode
 from flowlens.pipeline.frames import analyze_frame as analyze_frame
 from flowlens.pipeline.frames import run_single as run_single
+from flowlens.pipeline.job import BatchJob as BatchJob
+from flowlens.pipeline.job import EpisodeWorker as EpisodeWorker
 from flowlens.pipeline.render import VIZ_CHOICES as VIZ_CHOICES
 from flowlens.pipeline.render import VIZ_TYPES as VIZ_TYPES
 from flowlens.pipeline.render import expand_viz as expand_viz
@@ -42,9 +48,13 @@ __all__ = [
     "VIZ_CHOICES",
     "VIZ_TYPES",
     "AnalysisSpec",
+    "BatchJob",
     "CaptureNeeds",
+    "EpisodeWorker",
     "FrameResult",
+    "LocalEngine",
     "ModelBackend",
+    "RayEngine",
     "SyntheticBackend",
     "analyze_capture",
     "analyze_frame",
@@ -56,5 +66,6 @@ __all__ = [
     "open_source",
     "render_figures",
     "run_episode",
+    "run_job",
     "run_single",
 ]
