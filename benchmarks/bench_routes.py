@@ -19,7 +19,10 @@ chunk still heads for the object the prompt names:
 * ``cameras-x-words``: the image patches may not read the prompt (they cannot know which object
   is named).
 
-Metrics per knockout, from :func:`flowlens.tasks.tabletop.evaluate.evaluate_policy`: ``accuracy``
+The script is a few lines over the sweep API (:func:`flowlens.causal.knockout_sweep` with the
+task's :func:`flowlens.causal.heading_score`: one row per frame × knockout, frames batched by
+layout, every knockout with the unedited run's noise). Metrics per knockout, as
+:func:`flowlens.tasks.tabletop.evaluate.evaluate_policy` defines them: ``accuracy``
 (the chunk's heading points at the named object), ``chance`` (a random heading), ``mean_cosine``
 with the direction to the named object, and the prompt-swap test (``swap_accuracy``: the prompt
 names another object of the scene and the chunk heads for it; ``swap_chance``). One JSON line per
@@ -34,6 +37,8 @@ import json
 import os
 import pathlib
 import time
+
+import numpy as np
 
 ROUTES = {
     "none": [],
@@ -52,6 +57,10 @@ def emit(record: dict, sink: list) -> None:
     print(json.dumps(record), flush=True)
 
 
+def mean(column) -> float:
+    return round(float(np.mean(column.to_numpy())), 4)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=100, help="held-out frames (one per scene)")
@@ -59,32 +68,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--out", default=None, help="also write the JSON lines here")
     ap.add_argument("--smoke", action="store_true", help="6 frames")
     a = ap.parse_args(argv)
-    n_frames = 6 if a.smoke else a.frames
 
+    from flowlens.causal import case_frames, heading_score, knockout_sweep, load_task
     from flowlens.model.knockout import Knockout
-    from flowlens.model.pi0 import Pi0Model
-    from flowlens.tasks.tabletop.builtin import load_builtin, load_builtin_norm_stats
-    from flowlens.tasks.tabletop.evaluate import evaluate_policy, held_out_cases
+    from flowlens.tasks.tabletop.evaluate import held_out_cases
 
-    config, params, tok = load_builtin("tabletop")
-    stats = load_builtin_norm_stats("tabletop")
-    model = Pi0Model(config)
-    cases = held_out_cases(n_frames)
-    out: list[dict] = []
+    model, params, tok, stats = load_task()
+    config = model.config
+    cases = held_out_cases(6 if a.smoke else a.frames)
+    swapped = [c for c in cases if c.swap >= 0]
+    routes = {name: [Knockout(query=q, key=k) for q, k in edges] for name, edges in ROUTES.items()}
     t0 = time.time()
+    named = knockout_sweep(model, params, case_frames(cases, tok, config, stats), routes,
+                           score=heading_score(cases, stats, config, k=a.k))
+    swap = knockout_sweep(model, params, case_frames(swapped, tok, config, stats,
+                                                     prompts=[c.scene.with_prompt(c.swap).prompt for c in swapped]),
+                          routes, score=heading_score(swapped, stats, config, k=a.k, named=[c.swap for c in swapped]))
+    out: list[dict] = []
     for name, edges in ROUTES.items():
-        knockouts = [Knockout(query=q, key=k) for q, k in edges]
-        r = evaluate_policy(model, params, tok, stats, cases, k=a.k, knockouts=knockouts)
-        emit(
-            {
-                "knockout": name,
-                "edges": [[q, k] for q, k in edges],
-                "frames": r["frames"],
-                **{key: round(r[key], 4) for key in ("accuracy", "chance", "mean_cosine")},
-                **{key: round(r[key], 4) for key in ("swap_accuracy", "swap_chance") if key in r},
-            },
-            out,
-        )
+        r, s = named[named.intervention == name], swap[swap.intervention == name]
+        emit({"knockout": name, "edges": [[q, k] for q, k in edges], "frames": len(r),
+              "accuracy": mean(r.hit), "chance": mean(r.chance), "mean_cosine": mean(r.cosine_named),
+              **({"swap_accuracy": mean(s.hit), "swap_chance": mean(s.chance)} if len(s) else {})}, out)
     emit({"summary": "routes", "frames": len(cases), "seconds": round(time.time() - t0, 1)}, out)
     if a.out:
         pathlib.Path(a.out).write_text("\n".join(json.dumps(r) for r in out) + "\n")

@@ -33,6 +33,8 @@ ALLOWED = {
     # hypotheses: statistics over frames; runs the model through pipeline backends for interventions
     # and the embedded task's batching helper, and draws its table with figures.
     "hypotheses": {"core", "errors", "analysis", "model", "io", "pipeline", "figures", "tasks"},
+    # causal: knockout / patching sweeps run the model; the embedded task batches frames and scores chunks
+    "causal": {"core", "errors", "model", "tasks", "_lazy"},
     "cli": {"core", "errors", "pipeline", "io", "flowlens", "hypotheses"},
     "__main__": {"cli"},
     "flowlens": {"core", "errors", "analysis", "projection", "io", "_lazy"},

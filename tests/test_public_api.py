@@ -17,7 +17,7 @@ TOP_LEVEL = {
 
 SUBPACKAGES = ["flowlens.analysis", "flowlens.analysis.flow", "flowlens.core", "flowlens.io",
                "flowlens.projection", "flowlens.figures", "flowlens.pipeline", "flowlens.report",
-               "flowlens.testing", "flowlens.hypotheses", "flowlens.attribution"]
+               "flowlens.testing", "flowlens.hypotheses", "flowlens.attribution", "flowlens.causal"]
 
 
 def test_top_level_is_exactly_the_everyday_surface():

@@ -1,5 +1,5 @@
 """The Pi0 / Pi0.5 model in JAX: configs, the Gemma mixture, sampling with attention capture, knockouts,
-gradients of an action target (attention maps, prefix embeddings)."""
+activation patches, gradients of an action target (attention maps, prefix embeddings)."""
 
 from flowlens.model.capture_config import CaptureConfig as CaptureConfig
 from flowlens.model.checkpoint import Checkpoint as Checkpoint
@@ -29,9 +29,13 @@ from flowlens.model.knockout import Knockout as Knockout
 from flowlens.model.norm_stats import NormStats as NormStats
 from flowlens.model.norm_stats import load_norm_stats as load_norm_stats
 from flowlens.model.observation import Observation as Observation
+from flowlens.model.patching import Patch as Patch
+from flowlens.model.patching import RunRecord as RunRecord
+from flowlens.model.patching import SamplerPatch as SamplerPatch
 from flowlens.model.pi0 import Pi0Model as Pi0Model
 from flowlens.model.preprocess import make_observation as make_observation
 from flowlens.model.sampler import sample_actions as sample_actions
+from flowlens.model.sampler import sample_patched as sample_patched
 from flowlens.model.sampler import sample_with_knockouts as sample_with_knockouts
 from flowlens.model.siglip import Siglip as Siglip
 from flowlens.model.siglip import SiglipOutput as SiglipOutput

@@ -25,6 +25,9 @@ Edge knockouts (:class:`EdgeEdit`) remove chosen (layer, head, query, key) entri
 softmax. For gradients with respect to the attention maps, ``prob_offsets`` adds an array (zeros)
 to the float32 probabilities right after the softmax; ``jax.vjp`` with respect to it gives
 ∂target/∂A for every layer (None, the default, traces exactly the plain computation).
+Activation patches (:class:`flowlens.model.patching.Patch`) overwrite chosen layer inputs or
+per-head attention outputs with values from another run; ``record_heads`` returns those per-head
+outputs (the source of a head patch).
 
 Axis letters inside this module follow openpi: B batch, T query tokens, S key tokens, N query
 heads, K key/value heads, G = N / K, H head size, D width, F MLP size, L layers.
@@ -257,7 +260,8 @@ def _edited_mask(mask: jax.Array, edit: EdgeEdit, layer: jax.Array) -> jax.Array
 # ---- the layers -------------------------------------------------------------------------------
 def attention(lp: dict, xs: Sequence[jax.Array | None], positions: jax.Array, mask: jax.Array,
               kv_cache: tuple[jax.Array, jax.Array] | None, configs: Sequence[GemmaConfig],
-              edit: EdgeEdit | None = None, layer: jax.Array | None = None, prob_offset: jax.Array | None = None):
+              edit: EdgeEdit | None = None, layer: jax.Array | None = None, prob_offset: jax.Array | None = None,
+              head_patch=None, return_heads: bool = False):
     """One shared attention over all present experts' tokens.
 
     Args:
@@ -269,9 +273,13 @@ def attention(lp: dict, xs: Sequence[jax.Array | None], positions: jax.Array, ma
       edit: optional knockouts; ``layer`` is this layer's index (for ``edit``).
       prob_offset: optional float32 [B, N, T, S] added to the probabilities after the softmax
         (zeros: differentiate with respect to it to get ∂/∂probabilities).
+      head_patch: None or (where bool [B, T, N], values [B, T, N, H]): per-head attention outputs
+        (before the output projection) replaced by ``values`` where ``where``.
+      return_heads: also return those per-head outputs, float32 [B, T, N, H].
 
     Returns:
-      (per-expert outputs [B, T_i, D_i] or None, (k, v) [B, S, K, H], probs float32 [B, N, T, S]).
+      (per-expert outputs [B, T_i, D_i] or None, (k, v) [B, S, K, H], probs float32 [B, N, T, S]),
+      and the per-head outputs last when ``return_heads``.
     """
     c0 = configs[0]
     dtype = next(x.dtype for x in xs if x is not None)
@@ -304,6 +312,9 @@ def attention(lp: dict, xs: Sequence[jax.Array | None], positions: jax.Array, ma
         probs32 = probs32 + prob_offset.reshape(probs32.shape)
     probs = probs32.astype(dtype)
     encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(b, t, c0.num_heads, c0.head_dim)
+    if head_patch is not None:
+        where, values = head_patch
+        encoded = jnp.where(where[..., None], values.astype(dtype), encoded)
     out, start = [], 0
     for i, x in enumerate(xs):
         if x is None:
@@ -313,11 +324,16 @@ def attention(lp: dict, xs: Sequence[jax.Array | None], positions: jax.Array, ma
         out.append(jnp.einsum("BTNH,NHD->BTD", encoded[:, start:end],
                               lp[_name("attn_vec_einsum", i)]["w"].astype(dtype)))
         start = end
-    return out, (k, v), probs32.reshape(b, c0.num_heads, t, k.shape[1])
+    probs32 = probs32.reshape(b, c0.num_heads, t, k.shape[1])
+    if return_heads:
+        return out, (k, v), probs32, encoded.astype(jnp.float32)
+    return out, (k, v), probs32
 
 
-def block(lp: dict, xs, positions, mask, adarms_cond, kv_cache, configs, edit=None, layer=None, prob_offset=None):
-    """One pre-norm layer for all present experts. Returns (xs, (k, v), probs float32 [B, N, T, S])."""
+def block(lp: dict, xs, positions, mask, adarms_cond, kv_cache, configs, edit=None, layer=None, prob_offset=None,
+          head_patch=None, return_heads: bool = False):
+    """One pre-norm layer for all present experts. Returns (xs, (k, v), probs float32 [B, N, T, S]) and,
+    with ``return_heads``, the per-head attention outputs float32 [B, T, N, H] (see :func:`attention`)."""
     normed, gates = [], []
     for i, x in enumerate(xs):
         if x is None:
@@ -327,7 +343,8 @@ def block(lp: dict, xs, positions, mask, adarms_cond, kv_cache, configs, edit=No
         y, gate = rms_norm(x, lp[_name("pre_attention_norm", i)], adarms_cond[i])
         normed.append(y)
         gates.append(gate)
-    post, kv, probs = attention(lp["attn"], normed, positions, mask, kv_cache, configs, edit, layer, prob_offset)
+    post, kv, probs, *heads = attention(lp["attn"], normed, positions, mask, kv_cache, configs, edit, layer,
+                                        prob_offset, head_patch, return_heads)
     xs = [None if x is None else _gated_residual(x, y, gt) for x, y, gt in zip(xs, post, gates, strict=True)]
     out = []
     for i, x in enumerate(xs):
@@ -336,7 +353,7 @@ def block(lp: dict, xs, positions, mask, adarms_cond, kv_cache, configs, edit=No
             continue
         y, gate = rms_norm(x, lp[_name("pre_ffw_norm", i)], adarms_cond[i])
         out.append(_gated_residual(x, feed_forward(y, lp[_name("mlp", i)]), gate))
-    return out, kv, probs
+    return (out, kv, probs, heads[0]) if return_heads else (out, kv, probs)
 
 
 def _keep(probs: jax.Array, cap: LayerCapture) -> jax.Array:
@@ -366,19 +383,23 @@ class TransformerOut(NamedTuple):
       captured: float32 [len(capture.layers), heads', rows, S] (``capture``), or None.
       residual: per expert None or float32 [L+1, B, T_i, D_i] (``record_residual``): the input of
         layers 0..L-1 and, last, the final output before the final norm.
+      heads: float32 [L, B, T, N, H] (``record_heads``): every layer's per-head attention output
+        before the output projection, tokens of all present experts.
     """
 
     outputs: list
     kv: tuple | None
     captured: jax.Array | None
     residual: list | None
+    heads: jax.Array | None = None
 
 
 def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: jax.Array, mask: jax.Array, *,
                 configs: Sequence[GemmaConfig], dtype, adarms_cond: Sequence[jax.Array | None] | None = None,
                 kv_cache: tuple[jax.Array, jax.Array] | None = None, capture: LayerCapture | None = None,
                 edit: EdgeEdit | None = None, return_kv: bool = False, remat: bool = False,
-                record_residual: bool = False, prob_offsets: jax.Array | None = None) -> TransformerOut:
+                record_residual: bool = False, prob_offsets: jax.Array | None = None, patch=None,
+                record_heads: bool = False) -> TransformerOut:
     """Run all layers of the expert mixture (openpi's ``gemma.Module.__call__``).
 
     Args:
@@ -397,6 +418,9 @@ def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: j
       record_residual: also return the residual stream (float32) of every present expert.
       prob_offsets: None or float32 [L, B, N, T, S] added to each layer's probabilities after the
         softmax (zeros; for gradients with respect to the attention maps).
+      patch: a :class:`flowlens.model.patching.Patch` (one expert present): layer inputs / the
+        final output / per-head outputs overwritten with another run's values.
+      record_heads: also return every layer's per-head attention outputs (``TransformerOut.heads``).
 
     Returns:
       a :class:`TransformerOut` ``(outputs, kv, captured, residual)``.
@@ -406,17 +430,27 @@ def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: j
     mask = jnp.asarray(mask)[:, None, :, :]
     adarms_cond = list(adarms_cond) if adarms_cond is not None else [None] * len(configs)
     layers_p = params["layers"]
+    present = [i for i, e in enumerate(embedded) if e is not None]
+    if patch is not None and len(present) != 1:
+        raise ValueError("an activation patch needs exactly one expert present (the prefix pass or a step).")
 
     def body(xs, layer, keep: bool):
         lp = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, layer, 0, keepdims=False), layers_p)
         cache = None
         if kv_cache is not None:
             cache = tuple(jax.lax.dynamic_index_in_dim(c, layer, 0, keepdims=False) for c in kv_cache)
+        if patch is not None:
+            xs = list(xs)
+            xs[present[0]] = patch.apply_residual(xs[present[0]], layer)
         ys = {}
         if record_residual:
             ys["residual"] = [None if x is None else x.astype(jnp.float32) for x in xs]
         off = None if prob_offsets is None else jax.lax.dynamic_index_in_dim(prob_offsets, layer, 0, keepdims=False)
-        xs, kv, probs = block(lp, xs, positions, mask, adarms_cond, cache, configs, edit, layer, off)
+        head_patch = None if patch is None else patch.head_patch(layer)
+        xs, kv, probs, *heads = block(lp, xs, positions, mask, adarms_cond, cache, configs, edit, layer, off,
+                                      head_patch, record_heads)
+        if record_heads:
+            ys["heads"] = heads[0]
         if return_kv:
             ys["kv"] = kv
         if keep:
@@ -438,15 +472,20 @@ def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: j
         else:
             runs.append((layer, layer + 1, keep))
     xs = embedded
-    kvs, captured, residuals = [], [], []
+    kvs, captured, residuals, heads = [], [], [], []
     for lo, hi, keep in runs:
         xs, ys = jax.lax.scan(lambda c, i, keep=keep: body(c, i, keep), xs, jnp.arange(lo, hi))
+        if record_heads:
+            heads.append(ys["heads"])
         if return_kv:
             kvs.append(ys["kv"])
         if keep:
             captured.append(ys["probs"])
         if record_residual:
             residuals.append(ys["residual"])
+    if patch is not None:  # the final pre-norm output is "layer L" of the residual stream
+        xs = list(xs)
+        xs[present[0]] = patch.apply_residual(xs[present[0]], depth)
     residual = None
     if record_residual:
         residual = [None if x is None else
@@ -461,4 +500,4 @@ def transformer(params: dict, embedded: Sequence[jax.Array | None], positions: j
     cap = None
     if captured:
         cap = jnp.concatenate(captured, axis=0)
-    return TransformerOut(outputs, kv, cap, residual)
+    return TransformerOut(outputs, kv, cap, residual, jnp.concatenate(heads, axis=0) if record_heads else None)

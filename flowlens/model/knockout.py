@@ -15,6 +15,10 @@ the row is renormalised over the edges that remain — the same thing openpi's m
 padding. A knockout applies to every attention call that contains the edge (the prefix pass for
 prefix → prefix edges, every denoising step for suffix queries, the full pass of ``forward``), to
 every batch element, with token sets resolved on the layout of the recorded batch element.
+``steps=`` narrows that in time: ``Knockout("actions", "words", steps=[3])`` edits denoising step 3
+only (steps < 3 run unedited, so their actions are bit-identical), and the prefix pass is edited
+only when ``"prefix"`` is listed, e.g. ``steps=("prefix", 0)``. ``Pi0Model.forward`` (one full
+pass, no steps) refuses step-selected knockouts.
 
 A query row whose allowed keys are *all* knocked out would otherwise turn into a uniform row
 over every key (including padding and the suffix, i.e. garbage). flowlens instead keeps that
@@ -55,12 +59,27 @@ class Knockout:
       key: the attended tokens, in the same forms.
       layers: model layers (None: all).
       heads: query heads (None: all).
+      steps: None (every call: the prefix pass and every denoising step), or denoising step
+        indices (negative counts from the end) and/or "prefix" (the prefix pass).
     """
 
     query: str | Selection | Sequence[str] | Sequence[int] | np.ndarray
     key: str | Selection | Sequence[str] | Sequence[int] | np.ndarray
     layers: Sequence[int] | range | None = None
     heads: Sequence[int] | range | None = None
+    steps: Sequence[int | str] | range | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is None:
+            return
+        steps = [self.steps] if isinstance(self.steps, (str, int, np.integer)) else list(self.steps)
+        bad = [s for s in steps if not (s == "prefix" or (isinstance(s, (int, np.integer))
+                                                         and not isinstance(s, bool)))]
+        if bad or not steps:
+            raise FlowlensError(
+                f"Knockout.steps must be None (every pass) or denoising step indices and/or 'prefix', got "
+                f"{self.steps!r}; e.g. steps=('prefix', 0, 1).")
+        object.__setattr__(self, "steps", tuple(s if s == "prefix" else int(s) for s in steps))
 
     def describe(self) -> dict:
         def tokens(v):
@@ -70,7 +89,8 @@ class Knockout:
             return v
         return {"query": tokens(self.query), "key": tokens(self.key),
                 "layers": None if self.layers is None else [int(x) for x in self.layers],
-                "heads": None if self.heads is None else [int(x) for x in self.heads]}
+                "heads": None if self.heads is None else [int(x) for x in self.heads],
+                **({} if self.steps is None else {"steps": list(self.steps)})}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -81,6 +101,7 @@ class KnockoutPlan:
       queries: bool [M, n] querying tokens.
       keys: bool [M, n] attended tokens.
       layer_heads: bool [M, L, N] where each edge set applies.
+      steps: per knockout its ``Knockout.steps`` (None: every pass); see :meth:`passes`.
       emptied_rows: number of (layer, head, query) rows left with no key (repaired by keeping the
         diagonal edge).
       description: the knockouts as JSON-friendly dicts.
@@ -91,10 +112,38 @@ class KnockoutPlan:
     layer_heads: np.ndarray
     emptied_rows: int
     description: tuple[dict, ...]
+    steps: tuple = ()
 
     @property
     def size(self) -> int:
         return int(self.queries.shape[0])
+
+    @property
+    def timed(self) -> bool:
+        """Whether some knockout is restricted to chosen passes (``Knockout.steps``)."""
+        return any(s is not None for s in self.steps)
+
+    def passes(self, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """(prefix bool [M], steps bool [num_steps, M]): which passes each knockout edits.
+
+        Raises:
+          FlowlensError: a step out of range for ``num_steps``.
+        """
+        prefix = np.ones(self.size, bool)
+        steps = np.ones((num_steps, self.size), bool)
+        for m, sel in enumerate(self.steps or (None,) * self.size):
+            if sel is None:
+                continue
+            ints = [s for s in sel if s != "prefix"]
+            bad = [s for s in ints if not -num_steps <= s < num_steps]
+            if bad:
+                raise FlowlensError(
+                    f"Knockout.steps has step {bad[0]}, but sampling runs {num_steps} denoising steps "
+                    f"(0–{num_steps - 1}); pick steps in that range (or 'prefix').")
+            prefix[m] = "prefix" in sel
+            steps[:, m] = False
+            steps[[s % num_steps for s in ints], m] = True
+        return prefix, steps
 
 
 def _token_mask(spec, layout: TokenLayout, argument: str) -> np.ndarray:
@@ -187,7 +236,8 @@ def resolve_knockouts(knockouts: Sequence[Knockout] | Knockout, layout: TokenLay
             "empty_rows='keep_self' to let such rows attend to themselves only."
         )
     return KnockoutPlan(queries=q, keys=k, layer_heads=lh, emptied_rows=int(emptied),
-                        description=tuple(ko.describe() for ko in knockouts))
+                        description=tuple(ko.describe() for ko in knockouts),
+                        steps=tuple(ko.steps for ko in knockouts))
 
 
 def resolve_plan(config, knockouts, layout: TokenLayout | None, empty_rows: str) -> KnockoutPlan | None:
@@ -207,9 +257,14 @@ def resolve_plan(config, knockouts, layout: TokenLayout | None, empty_rows: str)
                              empty_rows=empty_rows)
 
 
-def edit_for(plan: KnockoutPlan | None, q0: int, q1: int, s: int) -> gemma.EdgeEdit | None:
-    """The EdgeEdit of an attention call with queries ``[q0, q1)`` and keys ``[0, s)`` (None: no edit)."""
-    if plan is None:
+def edit_for(plan: KnockoutPlan | None, q0: int, q1: int, s: int,
+             active: np.ndarray | None = None) -> gemma.EdgeEdit | None:
+    """The EdgeEdit of an attention call with queries ``[q0, q1)`` and keys ``[0, s)`` (None: no edit).
+
+    ``active`` (bool [M]) keeps only those knockouts (None: all); when none is kept, None.
+    """
+    if plan is None or (active is not None and not np.any(active)):
         return None
+    lh = plan.layer_heads if active is None else plan.layer_heads & np.asarray(active)[:, None, None]
     return gemma.EdgeEdit(queries=jnp.asarray(plan.queries[:, q0:q1]), keys=jnp.asarray(plan.keys[:, :s]),
-                          layer_heads=jnp.asarray(plan.layer_heads), self_offset=s - (q1 - q0))
+                          layer_heads=jnp.asarray(lh), self_offset=s - (q1 - q0))

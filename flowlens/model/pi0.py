@@ -279,7 +279,7 @@ class Pi0Model:
         ar = jnp.concatenate([pre_ar, suf_ar], axis=0)
         mask = make_attn_mask(input_mask, ar)
         positions = jnp.cumsum(input_mask, axis=1) - 1
-        (prefix_out, suffix_out), _, cap, _ = gemma.transformer(
+        (prefix_out, suffix_out), _, cap, *_ = gemma.transformer(
             params["PaliGemma"]["llm"], [pre, suf], positions, mask, configs=self.experts, dtype=self.dtype,
             adarms_cond=[None, cond], capture=capture, edit=edit, remat=remat)
         v_t = linear(params["action_out_proj"], suffix_out[:, -cfg.action_horizon:])
@@ -336,6 +336,10 @@ class Pi0Model:
             if rows.size:
                 lcap = gemma.LayerCapture(layers, tuple(int(r) for r in rows), bi, capture.heads)
         plan = resolve_plan(cfg, knockouts, layout, empty_rows)
+        if plan is not None and plan.timed:
+            raise FlowlensError(
+                "knockouts: Knockout.steps selects passes of sample_actions; forward runs one full pass. Drop "
+                "steps= (None: the knockout applies to the full pass).")
         edit = edit_for(plan, 0, layout.n, layout.n) if plan is not None else None
         key = ("forward", lcap, edit is not None)
         if key not in self._jitted:

@@ -34,6 +34,7 @@ from flowlens.model import gemma
 from flowlens.model.capture_config import CaptureConfig
 from flowlens.model.knockout import Knockout, edit_for, resolve_plan
 from flowlens.model.observation import Observation
+from flowlens.model.patching import RunRecord, SamplerPatch
 from flowlens.model.pi0 import Pi0Model, linear, make_attn_mask
 
 
@@ -47,14 +48,17 @@ class _Plan:
     slots: tuple[int, ...]  # per step: index into the captured-steps buffer, or -1
     norms_of: int | None  # batch element whose image-token norms are returned
     residual_of: int | None = None  # batch element whose residual stream is returned
+    record_run: bool = False  # return the RunRecord (every batch element) an activation patch reads
 
 
-def sample_core(params, arrays, noise, pre_edit, suf_edit, offsets=None, *, model: Pi0Model, plan: _Plan):
+def sample_core(params, arrays, noise, pre_edit, suf_edit, offsets=None, suf_steps=None, patch=None, *,
+                model: Pi0Model, plan: _Plan):
     """The traceable sampler (``_sample_impl`` is its jit). ``offsets`` (None: the plain computation)
     is a dict of zero arrays the gradient code differentiates against: "embed" [B, P, D0] added to
     the prefix embeddings, "prefix" [L, B, N, P, P] / "steps" [num_steps, L, B, N, T_s, P + T_s]
     added to the attention probabilities; with offsets the output also holds "velocities"
-    [num_steps, B, H_a, action_dim] and "prefix_embeddings" [B, P, D0]."""
+    [num_steps, B, H_a, action_dim] and "prefix_embeddings" [B, P, D0]. ``suf_steps`` (bool
+    [num_steps, M]) activates step-selected knockouts per step; ``patch`` is a SamplerPatch."""
     cfg = model.config
     llm = params["PaliGemma"]["llm"]
     images, image_masks, state, tokens, token_mask = arrays
@@ -69,7 +73,9 @@ def sample_core(params, arrays, noise, pre_edit, suf_edit, offsets=None, *, mode
     rec = plan.residual_of
     pre_out = gemma.transformer(llm, [pre, None], positions, pre_attn, configs=model.experts, dtype=model.dtype,
                                 capture=plan.prefix, edit=pre_edit, return_kv=True,
-                                record_residual=rec is not None, prob_offsets=offsets.get("prefix"))
+                                record_residual=rec is not None or plan.record_run,
+                                prob_offsets=offsets.get("prefix"), patch=None if patch is None else patch.prefix,
+                                record_heads=plan.record_run)
     kv_cache, pre_cap = pre_out.kv, pre_out.captured
     dt = -1.0 / plan.num_steps
     suffix_positions_base = jnp.sum(pre_mask, axis=-1)[:, None]
@@ -87,14 +93,21 @@ def sample_core(params, arrays, noise, pre_edit, suf_edit, offsets=None, *, mode
         step_off = None
         if "steps" in offsets:
             step_off = jax.lax.dynamic_index_in_dim(offsets["steps"], i, 0, keepdims=False)
+        edit = suf_edit
+        if suf_steps is not None:  # step-selected knockouts: only those of step i are active
+            edit = dataclasses.replace(edit, layer_heads=edit.layer_heads & suf_steps[i][:, None, None])
+        step_patch = None if patch is None or patch.steps is None else patch.steps.at_step(i)
         suf_out = gemma.transformer(llm, [None, suf], pos, full_mask, configs=model.experts, dtype=model.dtype,
                                     adarms_cond=[None, cond], kv_cache=kv_cache, capture=plan.suffix,
-                                    edit=suf_edit, record_residual=rec is not None, prob_offsets=step_off)
+                                    edit=edit, record_residual=rec is not None or plan.record_run,
+                                    prob_offsets=step_off, patch=step_patch, record_heads=plan.record_run)
         out, cap = suf_out.outputs[1], suf_out.captured
         v_t = linear(params["action_out_proj"], out[:, -cfg.action_horizon:])
         ys = {"time": time}
         if rec is not None:
             ys["residual"] = suf_out.residual[1][:, rec]
+        if plan.record_run:
+            ys["run_residual"], ys["run_heads"] = suf_out.residual[1], suf_out.heads
         if offsets:
             ys["velocity"] = v_t
         if cap is not None and in_order:
@@ -117,6 +130,8 @@ def sample_core(params, arrays, noise, pre_edit, suf_edit, offsets=None, *, mode
     if rec is not None:
         out["prefix_residual"] = pre_out.residual[0][:, rec]
         out["step_residual"] = ys["residual"]
+    if plan.record_run:
+        out["record"] = RunRecord(pre_out.residual[0], pre_out.heads, ys["run_residual"], ys["run_heads"])
     if offsets:
         out.update(velocities=ys["velocity"], prefix_embeddings=pre_embeddings)
     if plan.norms_of is not None:
@@ -133,6 +148,35 @@ def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps
                    noise: jax.Array | np.ndarray | None = None, rng: jax.Array | None = None,
                    capture: CaptureConfig | None = None, knockouts=None,
                    empty_rows: str = "keep_self") -> tuple[np.ndarray, Capture | None]:
+    """Sample an action chunk, optionally recording attention and/or knocking out edges (see :func:`_sample`)."""
+    actions, cap, _ = _sample(model, params, obs, num_steps=num_steps, noise=noise, rng=rng, capture=capture,
+                              knockouts=knockouts, empty_rows=empty_rows)
+    return actions, cap
+
+
+def sample_patched(model: Pi0Model, params: dict, obs: Observation, *, noise, num_steps: int | None = None,
+                   patch: SamplerPatch | None = None, record: bool = False, knockouts=None,
+                   empty_rows: str = "keep_self") -> tuple[np.ndarray, RunRecord | None]:
+    """Sample with activation patches (:mod:`flowlens.model.patching`) and/or record what patches read.
+
+    Args:
+      model, params, obs, noise, num_steps, knockouts, empty_rows: as :func:`sample_actions`.
+      patch: a SamplerPatch (its arrays' B must be the batch size; T the prefix / suffix length).
+      record: also return the RunRecord of every batch element (residual stream and per-head
+        attention outputs of the prefix pass and every step), the source of a patch.
+
+    Returns:
+      (actions float32 [B, H_a, action_dim], RunRecord of numpy arrays or None).
+    """
+    actions, _, rec = _sample(model, params, obs, num_steps=num_steps, noise=noise, capture=None,
+                              knockouts=knockouts, empty_rows=empty_rows, patch=patch, record=record)
+    return actions, rec
+
+
+def _sample(model: Pi0Model, params: dict, obs: Observation, *, num_steps: int | None = None,
+            noise: jax.Array | np.ndarray | None = None, rng: jax.Array | None = None,
+            capture: CaptureConfig | None = None, knockouts=None, empty_rows: str = "keep_self",
+            patch: SamplerPatch | None = None, record: bool = False):
     """Sample an action chunk, optionally recording attention and/or knocking out edges.
 
     Args:
@@ -148,7 +192,7 @@ def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps
 
     Returns:
       ``(actions float32 [B, H_a, action_dim] (numpy), Capture of batch element
-      capture.batch_index or None)``. The Capture holds the layout, the prefix pass (rows in the
+      capture.batch_index or None, RunRecord or None)``. The Capture holds the layout, the prefix pass (rows in the
       prefix, ``prefix_len`` keys), one suffix pass per recorded step (``n`` keys) with its time,
       the actions of that element, and metadata (dtype, num_steps, knockouts, image token norms).
 
@@ -191,8 +235,15 @@ def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps
             slots = tuple(slot_of.get(s, -1) for s in range(num_steps))
     kplan = resolve_plan(cfg, knockouts, layout, empty_rows)
     p_len = cfg.prefix_len if layout is None else layout.prefix_len
-    pre_edit = edit_for(kplan, 0, p_len, p_len)
-    suf_edit = edit_for(kplan, p_len, p_len + cfg.suffix_len, p_len + cfg.suffix_len)
+    on_prefix = on_steps = suf_steps = None
+    if kplan is not None and kplan.timed:
+        on_prefix, on_steps = kplan.passes(num_steps)
+        suf_steps = jnp.asarray(on_steps)
+    pre_edit = edit_for(kplan, 0, p_len, p_len, on_prefix)
+    suf_edit = edit_for(kplan, p_len, p_len + cfg.suffix_len, p_len + cfg.suffix_len,
+                        None if on_steps is None else on_steps.any(0))
+    if suf_edit is None:
+        suf_steps = None
     norms_of = bi if (capture is not None and capture.image_norms) else None
     residual_of = bi if (capture is not None and capture.residual) else None
     if residual_of is not None and suf_cap is not None and pre_cap is None:
@@ -200,11 +251,13 @@ def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps
             "CaptureConfig(residual=True) records denoising steps but not the prefix pass, whose residual "
             "stream the steps' keys come from: record the prefix too (prefix=True and query rows with prefix "
             "tokens, e.g. query_rows='all').")
-    plan = _Plan(num_steps, pre_cap, suf_cap, slots, norms_of, residual_of)
-    out = _sample_impl(params, model.obs_arrays(obs), noise, pre_edit, suf_edit, model=model, plan=plan)
+    plan = _Plan(num_steps, pre_cap, suf_cap, slots, norms_of, residual_of, record)
+    out = _sample_impl(params, model.obs_arrays(obs), noise, pre_edit, suf_edit, suf_steps=suf_steps, patch=patch,
+                       model=model, plan=plan)
     actions = np.asarray(out["actions"])
+    run = jax.tree.map(np.asarray, out["record"]) if record else None
     if capture is None:
-        return actions, None
+        return actions, None, run
 
     times = np.asarray(out["times"])
     passes = []
@@ -227,7 +280,7 @@ def sample_actions(model: Pi0Model, params: dict, obs: Observation, *, num_steps
     if kplan is not None:
         meta.update(knockouts=list(kplan.description), knockout_emptied_rows=kplan.emptied_rows)
     return actions, Capture(layout=layout, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-                            passes=tuple(passes), actions=actions[bi], model=cfg.name, metadata=meta)
+                            passes=tuple(passes), actions=actions[bi], model=cfg.name, metadata=meta), run
 
 
 def sample_with_knockouts(model: Pi0Model, params: dict, obs: Observation, knockouts, **kwargs):

@@ -33,7 +33,7 @@ def stack_observations(observations: Sequence[Observation]) -> Observation:
         state=np.concatenate([np.asarray(o.state) for o in observations]),
         tokenized_prompt=np.concatenate([np.asarray(o.tokenized_prompt) for o in observations]),
         tokenized_prompt_mask=np.concatenate([np.asarray(o.tokenized_prompt_mask) for o in observations]),
-        text=[o.text_segment(0) for o in observations],
+        text=None if any(o.text is None for o in observations) else [o.text_segment(0) for o in observations],
         transforms=first.transforms,
     )
 
