@@ -81,7 +81,8 @@ def test_a_killed_actor_still_commits_every_episode_once(
     summary = pd.read_parquet(f"{job.out_dir}/episodes.parquet")
     assert sorted(summary["episode"]) == ["ep0", "ep1", "ep2", "ep3"] and set(summary["status"]) == {"committed"}
     worker, episode = killed[0]
-    assert worker not in set(summary["worker"])  # the killed actor's episode was redone by its replacement
+    # The episode the kill interrupted was redone by another worker (the killed actor may have committed
+    # an earlier episode before it was killed, so it can still appear in the summary).
     assert summary.set_index("episode").loc[episode, "worker"] not in ("", worker)
     # A re-run resumes: nothing left to commit, the same table.
     again = run_job(job, engine=RayEngine(actors=2), progress=False)
