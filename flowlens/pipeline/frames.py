@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from flowlens.attribution.methods import METHODS as ATTRIBUTION_METHODS
 from flowlens.errors import FlowlensError
 from flowlens.pipeline.analyze import FrameResult, compute_scores
 from flowlens.pipeline.backends import CaptureNeeds
@@ -28,6 +29,18 @@ def capture_needs(spec: AnalysisSpec, kinds: Sequence[str], num_steps: int) -> C
     residual = spec.needs_residual
     return CaptureNeeds(steps=steps, graph=spec.method != "raw",
                         all_heads=residual or spec.heads is not None or "heads" in kinds, residual=residual)
+
+
+def gradient_inputs(backend, frame, method: str, *, seed: int = 0, target=None) -> dict | None:
+    """What a gradient method of the registry needs besides the capture: the frame's Observation and
+    the run's noise for ``seed`` (so the gradients explain the captured run), plus ``target``;
+    None for a method that needs no gradient."""
+    if method not in ATTRIBUTION_METHODS or "gradient" not in ATTRIBUTION_METHODS[method].needs:
+        return None
+    if not hasattr(backend, "noise") or not hasattr(backend, "observation"):
+        raise FlowlensError(f"--method {method} differentiates the model, but the backend "
+                            f"{getattr(backend, 'name', backend)!r} has no model; use a checkpoint or builtin:tabletop.")
+    return {"obs": backend.observation(frame), "noise": backend.noise(seed), "target": target}
 
 
 def capture_holds(capture, needs: CaptureNeeds) -> bool:
@@ -113,6 +126,7 @@ def compute_frame(
         prompt=frame.prompt,
         every_step=len(needs.steps) > 1 and (spec.step == "all" or "steps" in kinds),
         backend=backend,
+        gradient_inputs=gradient_inputs(backend, frame, spec.method, seed=seed),
     )
 
 
