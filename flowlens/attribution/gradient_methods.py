@@ -41,6 +41,26 @@ def default_target(capture: Capture):
     return ActionTarget(horizon=(0,), dims=tuple(range(a0.size)), coefficients=tuple(float(x) for x in u))
 
 
+def parse_target(text: str):
+    """ActionTarget from the CLI's ``--target``: "first-action" → None (``default_target`` of the
+    capture), "dim:D" → dimension D of the first action, "heading:DX,DY" → ``ActionTarget.heading``."""
+    from flowlens.model.gradients import ActionTarget
+
+    text = str(text).strip()
+    try:
+        if text == "first-action":
+            return None
+        if text.startswith("dim:"):
+            return ActionTarget(horizon=(0,), dims=(int(text[4:]),))
+        if text.startswith("heading:"):
+            dx, dy = (float(x) for x in text[8:].split(","))
+            return ActionTarget.heading((dx, dy))
+    except ValueError:
+        pass
+    raise FlowlensError(f"--target {text!r} is not known; expected first-action, dim:D (an int) or "
+                        "heading:DX,DY (two numbers), e.g. --target dim:0.")
+
+
 def _layers(capture: Capture, layers) -> tuple[int, ...]:
     return tuple(range(capture.num_layers)) if layers is None else tuple(layers)
 

@@ -146,3 +146,29 @@ def test_pipeline_relevancy_explains_the_captured_run(libero_tree):
         compute_scores(capture, spec, backend=backend)
     with pytest.raises(FlowlensError, match="needs a gradient through the sampler.*noise"):
         compute_scores(capture, spec, backend=backend, gradient_inputs={"obs": inputs["obs"]})
+
+
+def test_parse_target_reads_the_cli_forms():
+    from flowlens.attribution.gradient_methods import parse_target
+
+    assert parse_target("first-action") is None
+    t = parse_target("dim:3")
+    assert t.horizon == (0,) and t.dims == (3,) and t.coefficients is None
+    h = parse_target("heading:0.6,-0.8")
+    assert h.horizon == (0, 1, 2, 3, 4) and h.dims == (0, 1) and h.coefficients == (0.6, -0.8)
+    for bad in ("dim:x", "heading:1", "chunk"):
+        with pytest.raises(FlowlensError, match="--target .* is not known"):
+            parse_target(bad)
+
+
+@pytest.mark.slow
+def test_single_relevancy_with_a_target_on_builtin_tabletop(libero_tree, cli, png_ok):
+    code, out, err = cli("single", "--video", "data/libero/90/videos/rollout_task0_ep0.mp4", "--checkpoint",
+                         "builtin:tabletop", "--method", "relevancy", "--target", "dim:1", "--viz-type", "image",
+                         "--output", "rel.png")
+    assert code == 0, err
+    png_ok(libero_tree / "rel.png")
+    code, _, err = cli("single", "--video", "data/libero/90/videos/rollout_task0_ep0.mp4", "--checkpoint",
+                       "builtin:tabletop", "--method", "relevancy", "--target", "dim:99", "--viz-type", "image",
+                       "--output", "bad.png")
+    assert code != 0 and "dims" in err
