@@ -34,7 +34,7 @@ def test_attribute_without_a_capture_is_an_error():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["alti", "norm"])
+@pytest.mark.parametrize("method", ["alti", "norm", "relevancy", "ig"])  # ig: 8 path intervals
 def test_single_method_on_builtin_tabletop(libero_tree, cli, png_ok, method):
     code, out, err = cli("single", "--video", "data/libero/90/videos/rollout_task0_ep0.mp4", "--frame-idx", "2",
                          "--checkpoint", "builtin:tabletop", "--method", method, "--viz-type", "image",
@@ -44,15 +44,21 @@ def test_single_method_on_builtin_tabletop(libero_tree, cli, png_ok, method):
     assert METHODS[method].label in out
 
 
-@pytest.mark.slow
-def test_pipeline_alti_scores_on_tabletop(libero_tree):
-    from flowlens.pipeline.analyze import compute_scores
+@pytest.fixture
+def tabletop_frame(libero_tree):
+    """(builtin:tabletop backend, frame 0 of the LIBERO test episode)."""
     from flowlens.pipeline.backends import load_backend
-    from flowlens.pipeline.frames import capture_needs
     from flowlens.pipeline.sources import open_source
 
-    backend = load_backend("builtin:tabletop")
-    frame = open_source(video="data/libero/90/videos/rollout_task0_ep0.mp4").frame(0)
+    return load_backend("builtin:tabletop"), open_source(video="data/libero/90/videos/rollout_task0_ep0.mp4").frame(0)
+
+
+@pytest.mark.slow
+def test_pipeline_alti_scores_on_tabletop(tabletop_frame):
+    from flowlens.pipeline.analyze import compute_scores
+    from flowlens.pipeline.frames import capture_needs
+
+    backend, frame = tabletop_frame
     spec = AnalysisSpec(method="alti")
     capture = backend.capture(frame, capture_needs(spec, ("image",), backend.num_steps))
     res = compute_scores(capture, spec, backend=backend)
@@ -106,29 +112,15 @@ def test_default_target_is_the_first_action_along_itself():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["relevancy", "ig"])
-def test_single_gradient_method_on_builtin_tabletop(libero_tree, cli, png_ok, method):
-    code, out, err = cli("single", "--video", "data/libero/90/videos/rollout_task0_ep0.mp4", "--frame-idx", "2",
-                         "--checkpoint", "builtin:tabletop", "--method", method, "--viz-type", "image",
-                         "--output", f"{method}.png")
-    assert code == 0, err
-    png_ok(libero_tree / f"{method}.png")
-    assert METHODS[method].label in out
-
-
-@pytest.mark.slow
-def test_pipeline_relevancy_explains_the_captured_run(libero_tree):
+def test_pipeline_relevancy_explains_the_captured_run(tabletop_frame):
     from flowlens.attribution import chefer_relevancy
     from flowlens.attribution.gradient_methods import default_target
     from flowlens.model.gradients import attention_gradients
     from flowlens.model.sampler import sample_actions
     from flowlens.pipeline.analyze import compute_scores
-    from flowlens.pipeline.backends import load_backend
     from flowlens.pipeline.frames import capture_needs, gradient_inputs
-    from flowlens.pipeline.sources import open_source
 
-    backend = load_backend("builtin:tabletop")
-    frame = open_source(video="data/libero/90/videos/rollout_task0_ep0.mp4").frame(0)
+    backend, frame = tabletop_frame
     spec = AnalysisSpec(method="relevancy", query="actions")
     capture = backend.capture(frame, capture_needs(spec, ("image",), backend.num_steps), seed=3)
     inputs = gradient_inputs(backend, frame, "relevancy", seed=3)
