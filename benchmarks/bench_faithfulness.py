@@ -18,7 +18,7 @@ tokens:
   unnormalisation) projected on the unit direction from the gripper to the named object;
 * ``random``: a random order (the reference every method must beat);
 * every capture-based method of the registry ``flowlens.attribution.METHODS`` (norm, ALTI,
-  value zeroing, flow variants, when they are merged), on a capture with the residual stream and
+  value zeroing, ALTI flow), on a capture with the residual stream and
   every head, at the last denoising step.
 
 Removal is *deletion from the sequence*: with :class:`flowlens.model.knockout.Knockout` no token
@@ -247,9 +247,9 @@ def ci(values, rng_seed: int = 0) -> tuple[float, float, float]:
 
 def extra_methods() -> dict:
     """The capture-based methods of the registry ``flowlens.attribution.METHODS`` (norm, ALTI, value
-    zeroing, flow variants, once they land): name → method called as
-    ``method(model, params, obs, capture, query=..., steps=(step,))`` returning ``.values``
-    [step, layer, token]. Gradient methods are run here directly."""
+    zeroing, ALTI flow): name → method called as ``method(model, params, obs, capture, query=...,
+    steps=(step,))`` returning ``.values`` [step, layer, token]. The registry's gradient methods
+    (relevancy, ig) are run here directly, with the task's heading target and IG's refined path."""
     try:
         from flowlens.attribution import METHODS
     except ImportError:

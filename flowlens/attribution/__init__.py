@@ -3,7 +3,8 @@
 Value-based methods read the residual stream (``CaptureConfig(residual=True)``) and the weights:
 ``decompose`` holds the per-layer math on plain arrays (norm-based, ALTI, value zeroing), ``passes``
 turns such a capture into per-layer contribution matrices, ``methods`` is the registry the CLI and
-the report call (name → method, with what it needs; norm, alti, value_zeroing, alti_flow).
+the report call (a read-only name → method mapping, with what each needs; norm, alti, value_zeroing,
+alti_flow, relevancy, ig — the last two through ``gradient_methods``, from the run's noise).
 Gradient methods take what :mod:`flowlens.model.gradients` computes through the real sampler:
 Chefer et al.'s gradient-weighted relevancy (:func:`chefer_relevancy`, from an
 ``AttentionGradients``) and Integrated Gradients on the prefix embeddings
@@ -21,7 +22,6 @@ from flowlens.attribution.methods import (
     attribute,
     get_method,
     query_spread,
-    register,
 )
 from flowlens.attribution.relevancy import Relevancy, chefer_relevancy, relevancy_rows
 
@@ -29,6 +29,6 @@ GRADIENT_METHODS = {"relevancy": "AttentionGradients", "ig": "PathGradients"}  #
 
 __all__ = ["GRADIENT_METHODS", "KINDS", "METHODS", "Attribution", "IntegratedGradients", "Method", "Relevancy",
            "attribute", "check_capture", "chefer_relevancy", "contribution_capture", "get_method",
-           "integrated_gradients", "query_spread", "register", "relevancy_rows"]
+           "integrated_gradients", "query_spread", "relevancy_rows"]
 __getattr__ = lazy_getattr(__name__, {n: "flowlens.attribution.passes"
                                       for n in ("KINDS", "check_capture", "contribution_capture")}, globals())

@@ -9,7 +9,8 @@ alike)::
 
 ``needs`` says what the run must provide: "residual" (``CaptureConfig(residual=True)``, every head,
 all valid rows), "gradient" (a differentiable model call: ``obs`` must be given), "obs". A method
-whose need is missing raises a FlowlensError naming the fix. Register more with ``register``.
+whose need is missing raises a FlowlensError naming the fix. ``METHODS`` is a read-only mapping built
+once at import; a caller wanting another method builds a ``Method`` and calls it directly.
 
 Methods here (value-based, :mod:`flowlens.attribution.passes`):
 
@@ -20,11 +21,18 @@ Methods here (value-based, :mod:`flowlens.attribution.passes`):
 - ``value_zeroing``: Mohebbi et al. 2023, rolled out likewise;
 - ``alti_flow``: attention flow (max-flow) over ALTI capacities — the flow variant that tells
   queries apart (classic flow on attention saturates at the source's layer-0 in-capacity).
+
+Gradient methods (:mod:`flowlens.attribution.gradient_methods`) differentiate a scalar ``target``
+of the sampled chunk through the real sampler, from the run's ``noise`` (so they explain the
+capture shown): ``relevancy`` (Chefer et al. 2021) and ``ig`` (Integrated Gradients on the prefix
+embeddings). Their map is of the whole model, so every layer of ``values`` holds it. Default
+target: :func:`~flowlens.attribution.gradient_methods.default_target`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -64,7 +72,8 @@ class Method:
       label: how figures name it ("ALTI").
       value_label: what its numbers are ("ALTI contribution").
       needs: what the run must provide (subset of ``NEEDS``).
-      compute: ``(model, params, obs, capture, *, query: int64 [q], steps, layers) -> Attribution``.
+      compute: ``(model, params, obs, capture, *, query: int64 [q], steps, layers, noise, target)
+        -> Attribution``.
     """
 
     name: str
@@ -74,30 +83,26 @@ class Method:
     compute: Callable[..., Attribution]
 
     def __call__(self, model, params, obs, capture: Capture, *, query="action:0", steps: Sequence[int] = (0,),
-                 layers: Sequence[int] | None = None) -> Attribution:
+                 layers: Sequence[int] | None = None, noise=None, target=None) -> Attribution:
+        """Scores of ``query`` (a query name or int64 [q] tokens) at denoising ``steps``.
+
+        ``noise``: float32 [1, H_a, action_dim], the initial noise of the captured run (gradient
+        methods); ``target``: an ``ActionTarget`` (gradient methods; None: ``default_target``).
+        """
         if capture is None or not isinstance(capture, Capture):
             raise FlowlensError(f"method {self.name!r} needs a Capture of the run, got {type(capture).__name__}.")
         if "obs" in self.needs or "gradient" in self.needs:
             if obs is None:
                 raise FlowlensError(f"method {self.name!r} needs the observation (obs=...) to differentiate the "
                                     "model; pass the Observation the capture was made from.")
+        if "gradient" in self.needs and noise is None:
+            raise FlowlensError(f"method {self.name!r} needs a gradient through the sampler from the captured run's "
+                                "initial noise (noise=[1, action_horizon, action_dim]); pass the noise the capture "
+                                "was sampled with (the CLI does this from --seed).")
         tokens = select_query(capture.layout, query)
         return self.compute(model, params, obs, capture, query=tokens, steps=tuple(int(s) for s in steps),
-                            layers=None if layers is None else tuple(int(x) for x in layers))
-
-
-METHODS: dict[str, Method] = {}
-
-
-def register(method: Method) -> Method:
-    """Add ``method`` to ``METHODS`` (a name already there is an error)."""
-    if method.name in METHODS:
-        raise FlowlensError(f"method {method.name!r} is already registered.")
-    bad = [n for n in method.needs if n not in NEEDS]
-    if bad:
-        raise unknown_name_error("needs", bad[0], NEEDS)
-    METHODS[method.name] = method
-    return method
+                            layers=None if layers is None else tuple(int(x) for x in layers), noise=noise,
+                            target=target)
 
 
 def get_method(name: str) -> Method:
@@ -107,9 +112,11 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def attribute(method: str, model, params, obs, capture: Capture, *, query="action:0", step: int = 0) -> np.ndarray:
+def attribute(method: str, model, params, obs, capture: Capture, *, query="action:0", step: int = 0, noise=None,
+              target=None) -> np.ndarray:
     """float64 [token]: the scores of ``method`` after the last layer at denoising ``step``."""
-    return get_method(method)(model, params, obs, capture, query=query, steps=(step,)).values[0, -1]
+    return get_method(method)(model, params, obs, capture, query=query, steps=(step,), noise=noise,
+                              target=target).values[0, -1]
 
 
 def query_spread(maps: np.ndarray, valid: np.ndarray | None = None) -> float:
@@ -137,7 +144,7 @@ def _masked(values: np.ndarray, capture: Capture) -> np.ndarray:
 
 
 def _rolled(kind: str, residual: float):
-    def compute(model, params, obs, capture, *, query, steps, layers):
+    def compute(model, params, obs, capture, *, query, steps, layers, noise=None, target=None):
         from flowlens.attribution.passes import contribution_capture  # JAX, loaded on use
 
         contrib = contribution_capture(model, params, capture, kind)
@@ -165,7 +172,7 @@ def flow_over(contrib: Capture, query: np.ndarray, steps: Sequence[int], layers:
     return out
 
 
-def _alti_flow(model, params, obs, capture, *, query, steps, layers):
+def _alti_flow(model, params, obs, capture, *, query, steps, layers, noise=None, target=None):
     from flowlens.attribution.passes import contribution_capture  # JAX, loaded on use
 
     contrib = contribution_capture(model, params, capture, "alti")
@@ -173,8 +180,29 @@ def _alti_flow(model, params, obs, capture, *, query, steps, layers):
     return Attribution("alti_flow", _masked(flow_over(contrib, query, steps, layers), capture), steps, layers)
 
 
-register(Method("norm", "norm-based rollout", "norm-based relevance", ("residual",), _rolled("norm", 0.5)))
-register(Method("alti", "ALTI", "ALTI contribution", ("residual",), _rolled("alti", 0.0)))
-register(Method("value_zeroing", "value zeroing", "value-zeroing contribution", ("residual",),
-                _rolled("value_zeroing", 0.0)))
-register(Method("alti_flow", "ALTI flow", "flow share (ALTI capacities)", ("residual",), _alti_flow))
+def _gradient(name: str):
+    def compute(model, params, obs, capture, **kw):
+        from flowlens.attribution import gradient_methods  # JAX, loaded on use
+
+        return getattr(gradient_methods, name)(model, params, obs, capture, **kw)
+    return compute
+
+
+def _check(methods: Sequence[Method]) -> types.MappingProxyType:
+    for m in methods:
+        bad = [n for n in m.needs if n not in NEEDS]
+        if bad:
+            raise unknown_name_error("needs", bad[0], NEEDS)
+    return types.MappingProxyType({m.name: m for m in methods})
+
+
+METHODS = _check((
+    Method("norm", "norm-based rollout", "norm-based relevance", ("residual",), _rolled("norm", 0.5)),
+    Method("alti", "ALTI", "ALTI contribution", ("residual",), _rolled("alti", 0.0)),
+    Method("value_zeroing", "value zeroing", "value-zeroing contribution", ("residual",),
+           _rolled("value_zeroing", 0.0)),
+    Method("alti_flow", "ALTI flow", "flow share (ALTI capacities)", ("residual",), _alti_flow),
+    Method("relevancy", "gradient relevancy (Chefer)", "relevancy", ("gradient", "obs"), _gradient("relevancy")),
+    Method("ig", "Integrated Gradients", "IG attribution", ("gradient", "obs"), _gradient("ig")),
+))
+"""name → Method, read-only (``types.MappingProxyType``), built once at import."""

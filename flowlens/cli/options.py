@@ -96,8 +96,9 @@ def add_analysis_args(p: argparse.ArgumentParser) -> None:
         default="rollout",
         help="raw: the query's attention row at each layer; rollout: relevance of each input after "
         "each layer (Abnar & Zuidema 2020); flow: attention flow; norm, alti, value_zeroing, alti_flow: "
-        "value-based attributions (Kobayashi 2020, Ferrando 2022, Mohebbi 2023, flow over ALTI; they need a "
-        "model: a checkpoint or builtin:tabletop) (default: rollout)",
+        "value-based attributions (Kobayashi 2020, Ferrando 2022, Mohebbi 2023, flow over ALTI); relevancy, ig: "
+        "gradient methods (Chefer 2021, Integrated Gradients) of --target from the run's --seed noise; these "
+        "need a model: a checkpoint or builtin:tabletop (default: rollout)",
     )
     g.add_argument(
         "--query",

@@ -32,6 +32,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--frame-idx", type=int, default=0, help="frame index (default: 0; negative counts from the end)")
     add_model_args(p)
     add_analysis_args(p)
+    p.add_argument(
+        "--target",
+        default="first-action",
+        help="scalar the gradient methods (relevancy, ig) explain: first-action (the sampled first action "
+        "along its own direction, default), dim:D (dimension D of the first action), heading:DX,DY (the "
+        "first 5 actions' dims 0, 1 along (DX, DY)); other commands use first-action",
+    )
     add_figure_args(p)
     p.add_argument(
         "--output",
@@ -70,6 +77,7 @@ def run(args) -> int:
         seed=args.seed,
         dpi=args.dpi,
         figure_options=figure_options_from(args),
+        target=args.target,
     )
     for kind, path in written.items():
         say(f"  wrote {kind:<9} {path}")

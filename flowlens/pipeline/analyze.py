@@ -133,7 +133,7 @@ def _flow_scores(graph: TokenGraph, tokens: np.ndarray, layers) -> np.ndarray:
     return np.stack(out)
 
 
-def _attribution_scores(capture: Capture, spec: AnalysisSpec, tokens, steps, backend):
+def _attribution_scores(capture: Capture, spec: AnalysisSpec, tokens, steps, backend, gradient_inputs):
     """([step][layer, token] scores, layers) of a registry method (``flowlens.attribution``)."""
     method = ATTRIBUTION_METHODS[spec.method]
     model, params = getattr(backend, "model", None), getattr(backend, "params", None)
@@ -143,7 +143,9 @@ def _attribution_scores(capture: Capture, spec: AnalysisSpec, tokens, steps, bac
             f"{getattr(backend, 'name', backend)!r} has no model and parameters; run it on a checkpoint or "
             "builtin:tabletop (pass backend= to compute_scores).")
     layers = None if spec.method != "alti_flow" else spec.figure_layers(capture.num_layers)
-    result = method(model, params, None, capture, query=tokens, steps=steps, layers=layers)
+    inputs = dict(gradient_inputs or {})
+    result = method(model, params, inputs.get("obs"), capture, query=tokens, steps=steps, layers=layers,
+                    noise=inputs.get("noise"), target=inputs.get("target"))
     return list(result.values), result.layers
 
 
@@ -174,6 +176,7 @@ def compute_scores(
     prompt: str | None = None,
     every_step: bool = False,
     backend=None,
+    gradient_inputs: Mapping[str, object] | None = None,
 ) -> FrameResult:
     """``analyze_capture`` for a spec already checked against the model (``AnalysisSpec.check_model``
     runs once per run, where the backend is known; this runs once per frame).
@@ -183,6 +186,9 @@ def compute_scores(
       frame_index, prompt: kept in the result (the prompt defaults to the capture's metadata).
       every_step: also compute the scores at every recorded denoising step (``step_scores``).
       backend: the model backend (``model``, ``params``) for the attribution registry's methods.
+      gradient_inputs: for the gradient methods (relevancy, ig): ``obs`` (the Observation the
+        capture was made from), ``noise`` (its initial noise, float32 [1, H_a, action_dim]) and
+        optionally ``target`` (an ActionTarget; default ``attribution.gradient_methods.default_target``).
     Returns:
       FrameResult with scores float64 [step, layer, token], NaN at masked / padding tokens.
     """
@@ -202,7 +208,7 @@ def compute_scores(
         per_step = list(_nan_masked(r.values.mean(axis=2), layout))  # [step][layer, token]
         layers = r.layers
     elif spec.method in ATTRIBUTION_METHODS:
-        per_step, layers = _attribution_scores(capture, spec, tokens, computed, backend)
+        per_step, layers = _attribution_scores(capture, spec, tokens, computed, backend, gradient_inputs)
     else:  # flow: one max-flow problem per layer, so only the layers the figures show
         layers = spec.figure_layers(capture.num_layers)
         per_step = [

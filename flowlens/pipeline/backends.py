@@ -208,9 +208,15 @@ class ModelBackend:
             discrete_state=self.discrete_state,
         )
 
-    def capture(self, frame, needs: CaptureNeeds = CaptureNeeds(), *, seed: int = 0) -> Capture:
+    def noise(self, seed: int = 0) -> np.ndarray:
+        """float32 [1, action_horizon, action_dim]: the initial noise ``capture(..., seed=seed)`` samples from."""
         import jax
 
+        cfg = self.config
+        return np.asarray(jax.random.normal(jax.random.key(seed), (1, cfg.action_horizon, cfg.action_dim)),
+                          np.float32)
+
+    def capture(self, frame, needs: CaptureNeeds = CaptureNeeds(), *, seed: int = 0) -> Capture:
         from flowlens.model import CaptureConfig, sample_actions
 
         obs = self.observation(frame)
@@ -222,7 +228,7 @@ class ModelBackend:
             heads=None if needs.all_heads else "mean",
             residual=needs.residual,
         )
-        _, capture = sample_actions(self.model, self.params, obs, rng=jax.random.key(seed), capture=cfg)
+        _, capture = sample_actions(self.model, self.params, obs, noise=self.noise(seed), capture=cfg)
         meta = {**capture.metadata, "prompt": frame.prompt, "frame_index": frame.index}
         return dataclasses.replace(capture, model=self.name, metadata=meta)
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from flowlens.attribution.methods import METHODS as ATTRIBUTION_METHODS
 from flowlens.errors import FlowlensError
 from flowlens.pipeline.analyze import FrameResult, compute_scores
 from flowlens.pipeline.backends import CaptureNeeds
@@ -28,6 +29,23 @@ def capture_needs(spec: AnalysisSpec, kinds: Sequence[str], num_steps: int) -> C
     residual = spec.needs_residual
     return CaptureNeeds(steps=steps, graph=spec.method != "raw",
                         all_heads=residual or spec.heads is not None or "heads" in kinds, residual=residual)
+
+
+def gradient_inputs(backend, frame, method: str, *, seed: int = 0, target=None) -> dict | None:
+    """What a gradient method of the registry needs besides the capture: the frame's Observation and
+    the run's noise for ``seed`` (so the gradients explain the captured run), plus ``target`` (an
+    ActionTarget, a ``--target`` string, or None for the default); None for a method that needs no
+    gradient."""
+    if method not in ATTRIBUTION_METHODS or "gradient" not in ATTRIBUTION_METHODS[method].needs:
+        return None
+    if not hasattr(backend, "noise") or not hasattr(backend, "observation"):
+        raise FlowlensError(f"--method {method} differentiates the model, but the backend "
+                            f"{getattr(backend, 'name', backend)!r} has no model; use a checkpoint or builtin:tabletop.")
+    if isinstance(target, str):
+        from flowlens.attribution.gradient_methods import parse_target  # JAX, loaded on use
+
+        target = parse_target(target)
+    return {"obs": backend.observation(frame), "noise": backend.noise(seed), "target": target}
 
 
 def capture_holds(capture, needs: CaptureNeeds) -> bool:
@@ -93,6 +111,7 @@ def compute_frame(
     store=None,
     key: str | None = None,
     counts: dict | None = None,
+    target=None,
 ) -> FrameResult:
     """Capture ``frame`` with ``backend`` and compute ``spec`` (plus what ``kinds`` of figures need),
     for a spec already checked against ``backend`` (``check_model`` runs once per run).
@@ -102,6 +121,7 @@ def compute_frame(
       seed: noise seed of the sampler (and of the synthetic attention).
       store: a ``flowlens.io.store`` CaptureStore to reuse / keep captures in (under ``key``).
       counts: tallies captures "reused" from the store and "computed" by the backend.
+      target: the gradient methods' target (ActionTarget or ``--target`` string; None: default).
     """
     needs = capture_needs(spec, kinds, backend.num_steps)
     capture = capture_frame(backend, frame, needs, seed=seed, store=store, key=key, counts=counts)
@@ -113,6 +133,7 @@ def compute_frame(
         prompt=frame.prompt,
         every_step=len(needs.steps) > 1 and (spec.step == "all" or "steps" in kinds),
         backend=backend,
+        gradient_inputs=gradient_inputs(backend, frame, spec.method, seed=seed, target=target),
     )
 
 
@@ -128,6 +149,7 @@ def run_single(
     dpi: int = 110,
     prompt_flag: str = "--prompt",
     figure_options: Mapping[str, object] | None = None,
+    target=None,
 ) -> dict[str, Path]:
     """The ``flowlens single`` command: one frame of one episode → the chosen figures.
 
@@ -142,7 +164,7 @@ def run_single(
     index = source.check_index(frame_index)
     source_prompt(source, prompt_flag)
     frame = source.frame(index)
-    result = analyze_frame(backend, frame, spec, kinds=kinds, seed=seed)
+    result = analyze_frame(backend, frame, spec, kinds=kinds, seed=seed, target=target)
     return render_figures(
         result, kinds, output, dpi=dpi, paths=paths, figure_options=figure_options, episode=source.name
     )

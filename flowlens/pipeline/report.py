@@ -20,6 +20,7 @@ from flowlens.attribution.methods import METHODS as ATTRIBUTION_METHODS
 from flowlens.errors import FlowlensError
 from flowlens.pipeline.analyze import compute_scores
 from flowlens.pipeline.backends import CaptureNeeds
+from flowlens.pipeline.frames import gradient_inputs
 from flowlens.pipeline.sources import source_prompt
 from flowlens.pipeline.spec import AnalysisSpec
 
@@ -66,7 +67,8 @@ def _report_frame(backend, frame, spec: AnalysisSpec, *, seed: int = 0, methods=
             extra[m] = res.scores[:, :, None, :]
         else:
             res = compute_scores(capture, dataclasses.replace(spec, method=m, heads=None, step=0), backend=backend,
-                                 every_step=capture.num_steps > 1)
+                                 every_step=capture.num_steps > 1,
+                                 gradient_inputs=gradient_inputs(backend, frame, m, seed=seed))
             extra[m] = (res.scores if res.step_scores is None else res.step_scores)[:, :, None, :]
     if "flow" in methods:
         last = (capture.num_layers - 1,)  # one max-flow problem per layer: after the last layer only
