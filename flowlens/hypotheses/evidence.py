@@ -12,9 +12,10 @@ that runs it (``flowlens.pipeline.load_backend``: a checkpoint, ``builtin:tablet
   checkpoint's norm stats when it has them), sampled from this frame's own fixed noise, so the
   clean run (``knockouts=()``) and every intervention differ only by the intervention.
 
-``prefetch_actions(evidences, knockouts)`` samples one intervention for many frames in batches:
-frames whose token groups sit at the same positions share one sampler call (knockouts resolve on
-one layout per call), padded to a power-of-two batch so the compiled programs are few.
+``prefetch_actions(evidences, knockouts)`` samples one intervention for many frames in batches,
+through the interventions' one batched sampler (``flowlens.causal.batching.sample_frames``):
+frames with the same token layout and prompt share one sampler call (knockouts resolve on one
+layout per call, word selections on its prompt), padded to a power-of-two batch.
 """
 
 from __future__ import annotations
@@ -181,20 +182,15 @@ def _as_list(knockouts):
     return [knockouts] if isinstance(knockouts, Knockout) else list(knockouts or ())
 
 
-def _layout_signature(ev: Evidence) -> tuple:
-    lay = ev.layout
-    words = tuple(lay.text.token_ids) if lay.text is not None else ()  # word selections resolve on the prompt
-    return (id(ev.backend), lay.n, tuple((k, v.tobytes()) for k, v in lay.groups().items()), words)
-
-
 def prefetch_actions(evidences: Sequence[Evidence], knockouts=(), *, batch_size: int = DEFAULT_BATCH) -> int:
     """Sample ``knockouts`` for every evidence not holding it yet, batched; returns the sampler calls made.
 
-    Frames are grouped by backend, token-group positions and prompt tokens (a knockout resolves on
-    one layout per call, word selections on its prompt); each group runs in batches of ``batch_size`` padded to a power of two.
+    Runs through the interventions' one batched sampler (:func:`flowlens.causal.batching.sample_frames`):
+    frames share a call only on the same backend and with the same token layout and prompt (a knockout
+    resolves on one layout per call, word selections on its prompt), in batches of ``batch_size``
+    padded to a power of two.
     """
-    from flowlens.model import sample_actions
-    from flowlens.tasks.tabletop.policy import stack_observations
+    from flowlens.causal.batching import layout_key, sample_frames
 
     if batch_size < 1:
         raise FlowlensError(f"batch_size must be >= 1, got {batch_size}.")
@@ -202,22 +198,17 @@ def prefetch_actions(evidences: Sequence[Evidence], knockouts=(), *, batch_size:
     todo = [ev for ev in evidences if key not in ev._actions]
     for ev in todo:
         ev._need_model("actions and interventions")
-    groups: dict[tuple, list[Evidence]] = {}
+    by_backend: dict[int, list[Evidence]] = {}
     for ev in todo:
-        groups.setdefault(_layout_signature(ev), []).append(ev)
+        by_backend.setdefault(id(ev.backend), []).append(ev)
     calls = 0
-    kos = _as_list(knockouts) or None
-    for members in groups.values():
+    for members in by_backend.values():
         backend = members[0].backend
-        for lo in range(0, len(members), batch_size):
-            chunk = members[lo: lo + batch_size]
-            size = 1 << (len(chunk) - 1).bit_length()
-            padded = chunk + [chunk[-1]] * (size - len(chunk))
-            obs = stack_observations([ev.observation for ev in padded])
-            noise = np.concatenate([ev.noise for ev in padded])
-            acts, _ = sample_actions(backend.model, backend.params, obs, noise=noise, knockouts=kos)
-            task = chunk[0]._task_actions(acts)
-            for i, ev in enumerate(chunk):
-                ev._store_actions(key, task[i])
-            calls += 1
+        acts, n = sample_frames(backend.model, backend.params, [ev.observation for ev in members],
+                                np.concatenate([ev.noise for ev in members]), _as_list(knockouts),
+                                batch_size=batch_size, keys=[layout_key(ev.layout) for ev in members], pad="pow2")
+        task = members[0]._task_actions(acts)
+        for ev, a in zip(members, task, strict=True):
+            ev._store_actions(key, a)
+        calls += n
     return calls
