@@ -7,8 +7,9 @@ A :class:`PatchSite` names where to patch:
 - ``layer`` and ``head=None``: the residual stream, the input of layer ``layer`` (``layer = L``:
   the final output before the final norm);
 - ``layer`` and ``head=n``: head n's attention output (before the output projection) in ``layer``;
-- ``tokens``: a token selection as ``Knockout`` takes it (group names, lists, indices; None: every
-  token of the pass);
+- ``tokens``: a token selection (``flowlens.core.selection``: a selection string such as
+  ``"words | state"``, a ``Selection``, group names, token indices; None: every token of the pass),
+  resolved by :func:`~flowlens.core.selection.resolve_mask` like every other selection;
 - ``step``: a denoising step, or ``"prefix"`` for the prefix pass (whose patched activations
   change the KV cache every step reads).
 
@@ -36,8 +37,8 @@ import pandas as pd
 from flowlens.causal.batching import check_frames, frame_batches, frame_noise, pad_rows, stack
 from flowlens.causal.effects import action_effects, gap_closed
 from flowlens.causal.sweeps import Score
+from flowlens.core.selection import resolve_mask
 from flowlens.errors import FlowlensError, unknown_name_error
-from flowlens.model.knockout import _token_mask
 from flowlens.model.patching import Patch, SamplerPatch
 from flowlens.model.sampler import sample_patched
 
@@ -122,8 +123,8 @@ def _site_tokens(site: PatchSite, i: int, recv_layout, src_layout) -> np.ndarray
     if site.tokens is None:
         sel = np.ones(recv_layout.n, bool)
     else:
-        sel = _token_mask(site.tokens, recv_layout, "tokens")
-        if not np.array_equal(sel, _token_mask(site.tokens, src_layout, "tokens")):
+        sel = resolve_mask(recv_layout, site.tokens, argument=f"sites[{i}].tokens")
+        if not np.array_equal(sel, resolve_mask(src_layout, site.tokens, argument=f"sites[{i}].tokens")):
             raise FlowlensError(
                 f"sites[{i}].tokens={site.tokens!r} selects different tokens in the clean and the corrupt layout "
                 "(e.g. prompts of different lengths); pass token indices, or inputs with the same layout.")
