@@ -13,9 +13,10 @@ from flowlens.causal.effects import action_effects as action_effects
 from flowlens.causal.effects import gap_closed as gap_closed
 
 _MODULES = {
-    "flowlens.causal.patching": ("PatchSite", "patch_sites", "patch_sweep"),
+    "flowlens.causal.patching": ("PatchSite", "patch_frames", "patch_sites", "patch_sweep"),
+    "flowlens.causal.batching": ("sample_frames",),
     "flowlens.causal.sweeps": ("edge_knockouts", "knockout_sweep", "sliding_windows"),
-    "flowlens.causal.tabletop": ("case_frames", "heading_score", "load_task"),
+    "flowlens.causal.tabletop": ("case_frames", "heading_score", "load_task", "swapped_prompt"),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}
 __getattr__ = lazy_getattr("flowlens.causal", _HOME, globals())

@@ -13,6 +13,7 @@ from flowlens.hypotheses.evaluate import evaluate as evaluate
 from flowlens.hypotheses.evaluate import summarize as summarize
 from flowlens.hypotheses.evidence import Evidence as Evidence
 from flowlens.hypotheses.evidence import prefetch_actions as prefetch_actions
+from flowlens.hypotheses.evidence import prefetch_patched as prefetch_patched
 from flowlens.hypotheses.hypothesis import Hypothesis as Hypothesis
 from flowlens.hypotheses.hypothesis import frame_values as frame_values
 from flowlens.hypotheses.measures import mass as mass
@@ -41,6 +42,7 @@ __all__ = [
     "one_sample",
     "paired",
     "prefetch_actions",
+    "prefetch_patched",
     "rollout_share",
     "run_hypothesis_file",
     "summarize",

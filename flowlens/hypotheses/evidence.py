@@ -10,12 +10,16 @@ that runs it (``flowlens.pipeline.load_backend``: a checkpoint, ``builtin:tablet
 - ``ev.layout``: the TokenLayout (without running the model where the backend can tell);
 - ``ev.actions(knockouts)``: the action chunk, float32 [H, action_dim] (unnormalised with the
   checkpoint's norm stats when it has them), sampled from this frame's own fixed noise, so the
-  clean run (``knockouts=()``) and every intervention differ only by the intervention.
+  clean run (``knockouts=()``) and every intervention differ only by the intervention;
+- ``ev.patched(source, site)``: the chunk with one activation (``flowlens.causal.PatchSite``)
+  patched in from ``source``'s run (a corrupted input: a swapped prompt, another frame), same noise.
 
 ``prefetch_actions(evidences, knockouts)`` samples one intervention for many frames in batches,
 through the interventions' one batched sampler (``flowlens.causal.batching.sample_frames``):
 frames with the same token layout and prompt share one sampler call (knockouts resolve on one
-layout per call, word selections on its prompt), padded to a power-of-two batch.
+layout per call, word selections on its prompt), padded to a power-of-two batch;
+``prefetch_patched(evidences, sources, sites)`` does the same for patches
+(``flowlens.causal.patching.patch_frames``).
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class Evidence:
         self.stream = int(stream if stream is not None else (getattr(frame, "index", 0) or 0))
         self._captures: dict[str, object] = {}
         self._actions: dict[str, np.ndarray] = {}
+        self._patched: dict[tuple, np.ndarray] = {}
 
     def __repr__(self) -> str:
         return f"Evidence({self.key!r}, labels={self.labels!r})"
@@ -174,6 +179,65 @@ class Evidence:
 
     def _store_actions(self, key: str, actions: np.ndarray) -> None:
         self._actions[key] = actions
+
+    def patched(self, source: Evidence, site) -> np.ndarray:
+        """float32 [action_horizon, action_dim]: this frame's chunk with one activation patched in from
+        ``source``'s run (``flowlens.causal.PatchSite``: residual stream or a head's output at a layer,
+        token selection and step), both runs on this frame's noise; unnormalised like :meth:`actions`.
+
+        ``source`` is the corrupted input: another Evidence, e.g. the same frame with a swapped prompt
+        or a failure episode's frame, with the same token layout at the patched tokens. Patching a
+        frame with itself returns its clean chunk. Many frames at once: :func:`prefetch_patched`."""
+        key = _patch_key(source, site)
+        if key not in self._patched:
+            prefetch_patched([self], [source], [site], batch_size=1)
+        return self._patched[key]
+
+
+def _patch_key(source: Evidence, site) -> tuple:
+    from flowlens.causal.patching import PatchSite
+
+    if not isinstance(source, Evidence):
+        raise FlowlensError(f"source must be an Evidence (the corrupted input's frame), got {type(source).__name__}; "
+                            "e.g. Evidence(key, backend, observation=swapped_prompt_obs).")
+    if not isinstance(site, PatchSite):
+        raise FlowlensError(f"site must be a flowlens.causal.PatchSite, got {type(site).__name__}; "
+                            "e.g. PatchSite(layer=9, tokens='base_0_rgb | left_wrist_0_rgb').")
+    return (source.key, repr(site))
+
+
+def prefetch_patched(evidences: Sequence[Evidence], sources: Sequence[Evidence], sites, *,
+                     batch_size: int = 8) -> int:
+    """Patch every site of ``sites`` into every evidence from its paired source (evidences[i] ←
+    sources[i]), batched through ``flowlens.causal.patching.patch_frames``; returns the frames run.
+
+    Fills the cache of :meth:`Evidence.patched` (and the clean run of :meth:`Evidence.actions`)."""
+    from flowlens.causal.patching import patch_frames
+
+    evs, srcs, sites = list(evidences), list(sources), list(sites)
+    if len(evs) != len(srcs):
+        raise FlowlensError(f"evidences has {len(evs)} frames and sources {len(srcs)}; pair every frame with "
+                            "one source (corrupted) frame.")
+    todo = [i for i, (ev, src) in enumerate(zip(evs, srcs, strict=True))
+            if any(_patch_key(src, st) not in ev._patched for st in sites)]
+    by_backend: dict[int, list[int]] = {}
+    for i in todo:
+        evs[i]._need_model("activation patching")
+        by_backend.setdefault(id(evs[i].backend), []).append(i)
+    for members in by_backend.values():
+        backend = evs[members[0]].backend
+        base, _, patched = patch_frames(backend.model, backend.params, [evs[i].observation for i in members],
+                                        [srcs[i].observation for i in members], sites,
+                                        noise=np.concatenate([evs[i].noise for i in members]), batch_size=batch_size)
+        first = evs[members[0]]
+        base = first._task_actions(base)
+        for s, site in enumerate(sites):
+            task = first._task_actions(patched[s])
+            for j, i in enumerate(members):
+                evs[i]._patched[_patch_key(srcs[i], site)] = task[j]
+        for j, i in enumerate(members):
+            evs[i]._actions.setdefault(knockout_key(()), base[j])
+    return len(todo)
 
 
 def _as_list(knockouts):
