@@ -13,16 +13,19 @@ hypothesis — from which prefix layer on do the image tokens carry the named ob
 cameras' residual from the same frame with a prompt naming another object, and tests the move of
 the chunk towards that object (runs the model, so shown, not executed)::
 
+    import numpy as np
     from flowlens.causal import PatchSite
+    from flowlens.hypotheses import Hypothesis
 
     CAMERAS = "base_0_rgb | left_wrist_0_rgb"
     def towards_swap(ev, chunk):            # cosine of the chunk's heading to the swapped object
         d, h = ev.labels["swap_xy"] - ev.labels["gripper_xy"], chunk[:5, :2].sum(0)
         return float(d @ h / (np.linalg.norm(d) * np.linalg.norm(h)))
-    CARRIES = Hypothesis("image tokens carry the named object from layer l",
-                         lambda ev, l: towards_swap(ev, ev.patched(ev.labels["swapped"], PatchSite(l, tokens=CAMERAS)))
-                                       - towards_swap(ev, ev.actions()),
-                         null=0.0, sweep=[0, 3, 6, 9, 12, 15, 18], alternative="greater")
+    def gain(ev, la):                       # patched minus clean, towards the swapped object
+        patched = ev.patched(ev.labels["swapped"], PatchSite(la, tokens=CAMERAS))
+        return towards_swap(ev, patched) - towards_swap(ev, ev.actions())
+    CARRIES = Hypothesis("image tokens carry the named object from layer l", gain, null=0.0,
+                         sweep=[0, 3, 6, 9, 12, 15, 18], alternative="greater")
 
 ``ev.labels["swapped"]`` is an ``Evidence`` of the same frame with the swapped prompt;
 ``prefetch_patched(evidences, sources, sites)`` runs all frames' patches batched first.
