@@ -22,7 +22,13 @@ object (1: straight at it). Hypotheses (``obs:`` observational, ``causal:`` inte
     ``obs: head h, image rows on words`` (paired against the head mean) and
     ``causal: cameras↛words in head h`` (drop of cosine);
 (d) success vs failure: ``obs: image rows on words, hit vs miss`` (two-sample, frames grouped by
-    whether the clean chunk heads for the named object).
+    whether the clean chunk heads for the named object);
+(e) activation patching: from which layer on does the named object's identity live in the image
+    tokens? ``causal: image residual from the swapped prompt at layer l`` patches both cameras'
+    residual stream at the input of prefix layer l (l = 18: the final output) from the run whose
+    prompt names another object (same words, ``flowlens.causal.swapped_prompt``) into the clean
+    run, and measures the gain of the chunk's cosine towards the *swapped* object (sweep over l,
+    one-sided, Holm). Frames whose scene has no other pickable object are left out of (e).
 
 Prints one JSON line per table row and a summary line (seconds, frames, load); ``--out DIR``
 writes ``hypotheses.csv`` / ``.parquet`` / ``.png`` / ``.html`` there.
@@ -42,6 +48,7 @@ K = 5  # actions summed into the heading
 CAMS = ["base_0_rgb", "left_wrist_0_rgb"]
 WRIST = "left_wrist_0_rgb"
 STARTS = (0, 3, 6, 9, 12, 15)
+PATCH_LAYERS = (0, 3, 6, 9, 12, 15, 18)
 
 
 def knockouts():
@@ -58,11 +65,36 @@ def knockouts():
     return out
 
 
-def cosine(ev, kos=()) -> float:
-    """Cosine between the chunk's heading and the direction to the named object."""
-    heading = ev.actions(kos)[:K, :2].sum(axis=0)
-    d = ev.labels["target_xy"] - ev.labels["gripper_xy"]
+def cosine(ev, kos=(), *, chunk=None, to: str = "target_xy") -> float:
+    """Cosine between the chunk's heading (default: ``ev.actions(kos)``) and the direction to the
+    named object (``to="swap_xy"``: to the object the swapped prompt names)."""
+    heading = (ev.actions(kos) if chunk is None else chunk)[:K, :2].sum(axis=0)
+    d = ev.labels[to] - ev.labels["gripper_xy"]
     return float(d @ heading / (np.linalg.norm(d) * np.linalg.norm(heading) + 1e-12))
+
+
+def patch_sites():
+    """Both cameras' residual stream at the input of prefix layer l (18: the final output)."""
+    from flowlens.causal import PatchSite
+
+    return {la: PatchSite(layer=la, step="prefix", tokens=CAMS, label="cameras") for la in PATCH_LAYERS}
+
+
+def patching_hypothesis(sites: dict):
+    """(e) in a few lines: the gain of cosine towards the swapped object when the image tokens'
+    residual at layer l comes from the swapped-prompt run."""
+    from flowlens.hypotheses import Hypothesis
+
+    def gain(ev, la):
+        src = ev.labels.get("swapped")
+        if src is None:  # no other pickable object: (e) does not apply to this frame
+            return None
+        return cosine(ev, chunk=ev.patched(src, sites[la]), to="swap_xy") - cosine(ev, to="swap_xy")
+
+    return Hypothesis("causal: image residual from the swapped prompt at layer l", gain, null=0.0,
+                      sweep=PATCH_LAYERS, alternative="greater",
+                      description="(e) gain of cosine towards the swapped object, both cameras' residual at prefix "
+                                  "layer l patched from the swapped-prompt run")
 
 
 def hypotheses(ko: dict, heads: int):
@@ -122,6 +154,7 @@ def hypotheses(ko: dict, heads: int):
 
 
 def evidences(n: int, backend):
+    from flowlens.causal import swapped_prompt
     from flowlens.hypotheses import Evidence, prefetch_actions
     from flowlens.model import CaptureConfig
     from flowlens.tasks.tabletop.evaluate import held_out_cases, pointed_object
@@ -136,8 +169,14 @@ def evidences(n: int, backend):
                       backend.tokenizer, cfg, backend.norm_stats)
         st, xy = case.episode.states[case.t], case.episode.object_xy[case.t]
         labels = {"gripper_xy": st[:2], "target_xy": xy[case.scene.source], "object_xy": xy, "state": st,
-                  "named": case.scene.source, "config": config}
-        evs.append(Evidence(f"scene{case.scene.seed}/t{case.t}", backend, observation=obs, labels=labels, stream=i))
+                  "named": case.scene.source, "config": config, "swappable": case.swap >= 0}
+        key = f"scene{case.scene.seed}/t{case.t}"
+        if case.swap >= 0:  # the corrupted input of (e): the same frame, the prompt naming another object
+            swap = observe({c: views[c][0] for c in cfg.cameras}, swapped_prompt(case), st, backend.tokenizer, cfg,
+                           backend.norm_stats)
+            labels.update(swapped=Evidence(key + "/swap", backend, observation=swap, stream=i),
+                          swap_xy=xy[case.swap])
+        evs.append(Evidence(key, backend, observation=obs, labels=labels, stream=i))
     prefetch_actions(evs, ())
     for ev in evs:
         heading = ev.actions()[:K, :2].sum(axis=0)
@@ -158,7 +197,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     a = ap.parse_args(argv)
     n, resamples = (12, 999) if a.smoke else (a.frames, a.resamples)
 
-    from flowlens.hypotheses import evaluate
+    from flowlens.hypotheses import evaluate, prefetch_patched
     from flowlens.pipeline.backends import load_backend
 
     t0 = time.time()
@@ -167,6 +206,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     evs = evidences(n, backend)
     t_clean = time.time() - t0
     hs = hypotheses(knockouts(), backend.num_heads)
+    sites = patch_sites()
+    swappable = [ev for ev in evs if ev.labels["swappable"]]
+    t_patch = time.time()
+    prefetch_patched(swappable, [ev.labels["swapped"] for ev in swappable], list(sites.values()))
+    t_patch = time.time() - t_patch
+    hs.insert(len(hs) - 1, patching_hypothesis(sites))
     misses = sum(not ev.labels["hit"] for ev in evs)
     if min(misses, n - misses) < 2:  # (d) needs two frames in each group
         print(json.dumps({"skipped": hs[-1].name, "misses": misses, "frames": n}), flush=True)
@@ -180,7 +225,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps(rec), flush=True)
     hits = float(np.mean([ev.labels["hit"] for ev in evs]))
     summary = {"summary": "hypotheses", "frames": n, "hit_rate": round(hits, 3),
-               "clean_seconds": round(t_clean, 1), "seconds": round(time.time() - t0, 1),
+               "clean_seconds": round(t_clean, 1), "patch_seconds": round(t_patch, 1),
+               "patched_frames": len(swappable), "seconds": round(time.time() - t0, 1),
                "load1_start_end": [round(x, 2) for x in loads], "cpus": os.cpu_count()}
     print(json.dumps(summary), flush=True)
     if a.out:

@@ -30,11 +30,11 @@ ALLOWED = {
     "tasks": {"core", "errors", "model", "io", "analysis", "projection", "testing"},
     "pipeline": {"core", "errors", "analysis", "projection", "model", "io", "testing", "figures", "report",
                  "tasks", "attribution"},
-    # hypotheses: statistics over frames; runs the model through pipeline backends for interventions
-    # and the embedded task's batching helper, and draws its table with figures.
-    "hypotheses": {"core", "errors", "analysis", "model", "io", "pipeline", "figures", "tasks"},
     # causal: knockout / patching sweeps run the model; the embedded task batches frames and scores chunks
     "causal": {"core", "errors", "model", "tasks", "_lazy"},
+    # hypotheses: statistics over frames; runs the model through pipeline backends, its interventions
+    # (knockouts, patching) through causal's one batched path, and draws its table with figures.
+    "hypotheses": {"core", "errors", "analysis", "model", "io", "pipeline", "figures", "tasks", "causal"},
     "cli": {"core", "errors", "pipeline", "io", "flowlens", "hypotheses"},
     "__main__": {"cli"},
     "flowlens": {"core", "errors", "analysis", "projection", "io", "_lazy"},

@@ -3,9 +3,11 @@
 Interventions run over many frames; the sampler takes a batch. :func:`frame_batches` cuts the
 frames into batches of at most ``batch_size`` (the last one padded with copies of its last frame,
 so every call has the same shape and compiles once), optionally only frames that share a token
-layout (knockout token sets resolve on one layout per call). :func:`frame_noise` draws the noise
-of frame i as ``normal(key(seed), [F, H, A])[i]`` (the embedded task's convention), so results do
-not depend on the batch size.
+layout and prompt (knockout token sets resolve on one layout per call, word selections on its
+prompt). :func:`frame_noise` draws the noise of frame i as ``normal(key(seed), [F, H, A])[i]`` (the
+embedded task's convention), so results do not depend on the batch size. :func:`sample_frames` is
+the one batched sampler of interventions: knockout sweeps and ``flowlens.hypotheses.prefetch_actions``
+both run through it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from flowlens.model.observation import Observation
 
 
 def layout_key(layout: TokenLayout) -> tuple:
-    """Hashable signature of a layout: its groups' token indices and the valid mask."""
-    return (tuple((name, tuple(idx.tolist())) for name, idx in layout.groups().items()),
-            layout.valid.tobytes())
+    """Hashable signature of a layout: its groups' token indices, the valid mask and the prompt's
+    token ids (frames with equal keys resolve every knockout selection, words included, identically)."""
+    words = tuple(layout.text.token_ids) if layout.text is not None else ()
+    return (layout.n, tuple((name, tuple(idx.tolist())) for name, idx in layout.groups().items()),
+            layout.valid.tobytes(), words)
 
 
 def frame_noise(config, frames: int, *, noise=None, seed: int = 0) -> np.ndarray:
@@ -63,6 +67,37 @@ def frame_batches(frames: Sequence[int], batch_size: int, keys: Sequence | None 
     for members in groups.values():
         for lo in range(0, len(members), batch_size):
             yield members[lo:lo + batch_size]
+
+
+def sample_frames(model, params, frames: Sequence[Observation], noise: np.ndarray, knockouts=(), *,
+                  batch_size: int = 16, keys: Sequence | None = None, pad: str = "full", num_steps: int | None = None,
+                  empty_rows: str = "keep_self") -> tuple[np.ndarray, int]:
+    """Sample every frame with ``knockouts``, batched; returns (actions float32 [F, H_a, A], sampler calls).
+
+    Args:
+      frames: F batch-1 Observations; noise: float32 [F, H_a, A] (frame i → row i).
+      knockouts: Knockouts applied in every call (() : the unedited model).
+      batch_size: frames per call; keys: per frame a hashable key, only equal keys share a call
+        (default :func:`layout_key` of each frame's layout).
+      pad: "full" pads every call to ``min(batch_size, F)`` frames (one compiled shape); "pow2" to
+        the next power of two of the call's frames (few shapes, less padding).
+    """
+    from flowlens.model.sampler import sample_actions
+
+    if pad not in ("full", "pow2"):
+        raise FlowlensError(f"pad must be 'full' or 'pow2', got {pad!r}.")
+    keys = [layout_key(model.layout(o, 0)) for o in frames] if keys is None else list(keys)
+    full = min(batch_size, len(frames))
+    out = np.zeros(np.shape(noise), np.float32)
+    calls = 0
+    for batch in frame_batches(range(len(frames)), full, keys):
+        size = full if pad == "full" else 1 << (len(batch) - 1).bit_length()
+        acts, _ = sample_actions(model, params, stack([frames[f] for f in batch], size),
+                                 noise=pad_rows(np.asarray(noise)[batch], size), num_steps=num_steps,
+                                 knockouts=list(knockouts) or None, empty_rows=empty_rows)
+        out[batch] = np.asarray(acts)[: len(batch)]
+        calls += 1
+    return out, calls
 
 
 def stack(observations: Sequence[Observation], size: int) -> Observation:

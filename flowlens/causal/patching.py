@@ -7,8 +7,9 @@ A :class:`PatchSite` names where to patch:
 - ``layer`` and ``head=None``: the residual stream, the input of layer ``layer`` (``layer = L``:
   the final output before the final norm);
 - ``layer`` and ``head=n``: head n's attention output (before the output projection) in ``layer``;
-- ``tokens``: a token selection as ``Knockout`` takes it (group names, lists, indices; None: every
-  token of the pass);
+- ``tokens``: a token selection (``flowlens.core.selection``: a selection string such as
+  ``"words | state"``, a ``Selection``, group names, token indices; None: every token of the pass),
+  resolved by :func:`~flowlens.core.selection.resolve_mask` like every other selection;
 - ``step``: a denoising step, or ``"prefix"`` for the prefix pass (whose patched activations
   change the KV cache every step reads).
 
@@ -36,8 +37,8 @@ import pandas as pd
 from flowlens.causal.batching import check_frames, frame_batches, frame_noise, pad_rows, stack
 from flowlens.causal.effects import action_effects, gap_closed
 from flowlens.causal.sweeps import Score
+from flowlens.core.selection import resolve_mask
 from flowlens.errors import FlowlensError, unknown_name_error
-from flowlens.model.knockout import _token_mask
 from flowlens.model.patching import Patch, SamplerPatch
 from flowlens.model.sampler import sample_patched
 
@@ -122,8 +123,8 @@ def _site_tokens(site: PatchSite, i: int, recv_layout, src_layout) -> np.ndarray
     if site.tokens is None:
         sel = np.ones(recv_layout.n, bool)
     else:
-        sel = _token_mask(site.tokens, recv_layout, "tokens")
-        if not np.array_equal(sel, _token_mask(site.tokens, src_layout, "tokens")):
+        sel = resolve_mask(recv_layout, site.tokens, argument=f"sites[{i}].tokens")
+        if not np.array_equal(sel, resolve_mask(src_layout, site.tokens, argument=f"sites[{i}].tokens")):
             raise FlowlensError(
                 f"sites[{i}].tokens={site.tokens!r} selects different tokens in the clean and the corrupt layout "
                 "(e.g. prompts of different lengths); pass token indices, or inputs with the same layout.")
@@ -157,6 +158,59 @@ def _patch(site: PatchSite, step: int | None, where: list[np.ndarray], src, num_
                         steps=Patch(sr, src.step_residual, sh, src.step_heads))
 
 
+def _check_pairs(clean: list, corrupt: list) -> None:
+    if len(clean) != len(corrupt):
+        raise FlowlensError(f"clean has {len(clean)} frames and corrupt {len(corrupt)}; pair every clean frame "
+                            "with one corrupted frame.")
+
+
+def patch_frames(model, params, receiving, source, sites: Sequence[PatchSite], *, noise: np.ndarray,
+                 num_steps: int | None = None, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run ``source`` and ``receiving`` frames and the receiving run patched at each site from the source run.
+
+    The one patching loop (:func:`patch_sweep` and ``flowlens.hypotheses.Evidence.patched`` use it):
+    frames in batches of ``batch_size`` (padded to one shape, one compile), every site one call.
+
+    Args:
+      receiving, source: F batch-1 Observations each, frame i of one paired with frame i of the other.
+      sites: S PatchSites; noise: float32 [F, H_a, A], shared by both runs of a frame.
+    Returns:
+      (receiving run [F, H_a, A], source run [F, H_a, A], patched runs [S, F, H_a, A]), float32.
+    Raises:
+      FlowlensError: unequal frame counts, mismatched layouts, unknown token selection, layer /
+        head / step out of range, a selection with no token in the site's pass, no sites.
+    """
+    recv, srcs = check_frames(receiving, "clean"), check_frames(source, "corrupt")
+    _check_pairs(recv, srcs)
+    sites = list(sites)
+    if not sites:
+        raise FlowlensError("sites is empty; build sites with patch_sites(layers=..., steps=..., tokens=...).")
+    cfg = model.config
+    num_steps = cfg.num_steps if num_steps is None else int(num_steps)
+    steps = [_check_site(s, i, cfg, num_steps) for i, s in enumerate(sites)]
+    recv_lay = [model.layout(o, 0) for o in recv]
+    src_lay = [model.layout(o, 0) for o in srcs]
+    tokens = [[_site_tokens(s, i, r, c) for r, c in zip(recv_lay, src_lay, strict=True)]
+              for i, s in enumerate(sites)]
+    noise = frame_noise(cfg, len(recv), noise=noise)
+    size = min(batch_size, len(recv))
+    base = np.zeros_like(noise)
+    source_out = np.zeros_like(noise)
+    patched = np.zeros((len(sites),) + noise.shape, np.float32)
+    for batch in frame_batches(range(len(recv)), size):
+        nz = pad_rows(noise[batch], size)
+        r_obs, s_obs = stack([recv[f] for f in batch], size), stack([srcs[f] for f in batch], size)
+        base[batch] = sample_patched(model, params, r_obs, noise=nz, num_steps=num_steps)[0][: len(batch)]
+        out, rec = sample_patched(model, params, s_obs, noise=nz, num_steps=num_steps, record=True)
+        source_out[batch] = out[: len(batch)]
+        for i, site in enumerate(sites):
+            where = [tokens[i][f] for f in batch] + [np.zeros_like(tokens[i][batch[0]])] * (size - len(batch))
+            patch = _patch(site, steps[i], where, rec, num_steps, size)
+            patched[i, batch] = sample_patched(model, params, r_obs, noise=nz, num_steps=num_steps,
+                                               patch=patch)[0][: len(batch)]
+    return base, source_out, patched
+
+
 def patch_sweep(model, params, clean, corrupt, sites: Sequence[PatchSite], *, into: str = "clean",
                 noise: np.ndarray | None = None, seed: int = 0, num_steps: int | None = None, batch_size: int = 8,
                 score: Score | None = None) -> pd.DataFrame:
@@ -180,38 +234,14 @@ def patch_sweep(model, params, clean, corrupt, sites: Sequence[PatchSite], *, in
         head / step out of range, a selection with no token in the site's pass.
     """
     clean, corrupt = check_frames(clean, "clean"), check_frames(corrupt, "corrupt")
-    if len(clean) != len(corrupt):
-        raise FlowlensError(f"clean has {len(clean)} frames and corrupt {len(corrupt)}; pair every clean frame "
-                            "with one corrupted frame.")
+    _check_pairs(clean, corrupt)
     if into not in DIRECTIONS:
         raise unknown_name_error("into", into, list(DIRECTIONS))
     recv, srcs = (clean, corrupt) if into == "clean" else (corrupt, clean)
     sites = list(sites)
-    if not sites:
-        raise FlowlensError("sites is empty; build sites with patch_sites(layers=..., steps=..., tokens=...).")
-    cfg = model.config
-    num_steps = cfg.num_steps if num_steps is None else int(num_steps)
-    steps = [_check_site(s, i, cfg, num_steps) for i, s in enumerate(sites)]
-    recv_lay = [model.layout(o, 0) for o in recv]
-    src_lay = [model.layout(o, 0) for o in srcs]
-    tokens = [[_site_tokens(s, i, r, c) for r, c in zip(recv_lay, src_lay, strict=True)]
-              for i, s in enumerate(sites)]
-    noise = frame_noise(cfg, len(recv), noise=noise, seed=seed)
-    size = min(batch_size, len(recv))
-    base = np.zeros_like(noise)
-    source = np.zeros_like(noise)
-    patched = np.zeros((len(sites),) + noise.shape, np.float32)
-    for batch in frame_batches(range(len(recv)), size):
-        nz = pad_rows(noise[batch], size)
-        r_obs, s_obs = stack([recv[f] for f in batch], size), stack([srcs[f] for f in batch], size)
-        base[batch] = sample_patched(model, params, r_obs, noise=nz, num_steps=num_steps)[0][: len(batch)]
-        out, rec = sample_patched(model, params, s_obs, noise=nz, num_steps=num_steps, record=True)
-        source[batch] = out[: len(batch)]
-        for i, site in enumerate(sites):
-            where = [tokens[i][f] for f in batch] + [np.zeros_like(tokens[i][batch[0]])] * (size - len(batch))
-            patch = _patch(site, steps[i], where, rec, num_steps, size)
-            patched[i, batch] = sample_patched(model, params, r_obs, noise=nz, num_steps=num_steps,
-                                               patch=patch)[0][: len(batch)]
+    noise = frame_noise(model.config, len(recv), noise=noise, seed=seed)
+    base, source, patched = patch_frames(model, params, recv, srcs, sites, noise=noise, num_steps=num_steps,
+                                         batch_size=batch_size)
     idx = np.arange(len(recv))
     extra = {}
     if score is not None:

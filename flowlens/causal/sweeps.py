@@ -4,7 +4,7 @@ An *intervention* is a named Knockout or list of Knockouts (:mod:`flowlens.model
 query ↛ key edges in chosen layers, heads and passes). :func:`edge_knockouts` spells the usual
 families — sliding layer windows, single heads, chosen denoising steps — and
 :func:`knockout_sweep` runs each over every frame, batched (frames with the same token layout
-share a call, because knockout token sets resolve on one layout), with the same noise as the
+share a call, because knockout token sets resolve on one layout and prompt), with the same noise as the
 unedited run, and reports per frame the effect on the action chunk (:mod:`flowlens.causal.effects`)
 plus whatever a task ``score`` measures (e.g. :func:`flowlens.causal.tabletop.heading_score`).
 
@@ -22,11 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from flowlens.causal.batching import check_frames, frame_batches, frame_noise, layout_key, pad_rows, stack
+from flowlens.causal.batching import check_frames, frame_noise, layout_key, sample_frames
 from flowlens.causal.effects import action_effects
 from flowlens.errors import FlowlensError
 from flowlens.model.knockout import Knockout
-from flowlens.model.sampler import sample_actions
 
 Score = Callable[[np.ndarray, np.ndarray], Mapping[str, np.ndarray]]
 
@@ -104,17 +103,13 @@ def knockout_sweep(model, params, frames, interventions: Mapping[str, Knockout |
                             f"got {type(interventions).__name__}; e.g. edge_knockouts('actions', 'words').")
     noise = frame_noise(model.config, len(frames), noise=noise, seed=seed)
     keys = [layout_key(model.layout(o, 0)) for o in frames]
-    size = min(batch_size, len(frames))
     names = ["__base__"] + list(interventions)
-    actions = {n: np.zeros_like(noise) for n in names}
-    for batch in frame_batches(range(len(frames)), size, keys):
-        obs = stack([frames[f] for f in batch], size)
-        nz = pad_rows(noise[batch], size)
-        for name in names:
-            kos = [] if name == "__base__" else interventions[name]
-            out, _ = sample_actions(model, params, obs, noise=nz, num_steps=num_steps, knockouts=kos,
-                                    empty_rows=empty_rows)
-            actions[name][batch] = out[: len(batch)]
+    actions = {}
+    for name in names:
+        kos = [] if name == "__base__" else interventions[name]
+        kos = [kos] if isinstance(kos, Knockout) else kos
+        actions[name], _ = sample_frames(model, params, frames, noise, kos, batch_size=batch_size, keys=keys,
+                                         num_steps=num_steps, empty_rows=empty_rows)
     idx = np.arange(len(frames))
     base_scores = {} if score is None else dict(score(idx, actions["__base__"]))
     rows = []

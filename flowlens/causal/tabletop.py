@@ -8,7 +8,8 @@ task space, the heading is the plane displacement of the first ``k`` actions
 object (:func:`~flowlens.tasks.tabletop.evaluate.pointed_object`) — the numbers of
 ``evaluate_policy``, per frame. :func:`load_task` and :func:`case_frames` give the embedded
 model and the frames of evaluation cases (optionally with other prompts, or a later frame of the
-same episode as a corrupted input for patching).
+same episode as a corrupted input for patching); :func:`swapped_prompt` re-writes a case's prompt to
+name another object in the same words (the prompt-swap corruption).
 """
 
 from __future__ import annotations
@@ -55,6 +56,20 @@ def heading_score(cases: Sequence, norm_stats, config, *, k: int = 5, named: Seq
         return {"hit": hit, "miss": ~hit, "cosine_named": np.asarray(cos), "chance": np.asarray(chance)}
 
     return score
+
+
+def swapped_prompt(case) -> str:
+    """The prompt of ``case``'s scene re-written to name ``case.swap`` instead of its named object,
+    in the scene's own template (so the token layout stays aligned when object names have equal
+    token counts: the corrupted input of a prompt-swap patch)."""
+    from flowlens.tasks.tabletop.scene import TEMPLATES
+
+    scene = case.scene
+    if case.swap < 0:
+        raise FlowlensError(f"scene {scene.seed} has no other pickable object to swap in (case.swap = -1); "
+                            "keep cases with case.swap >= 0.")
+    same = [t for t in range(len(TEMPLATES)) if scene.with_prompt(scene.source, template=t).prompt == scene.prompt]
+    return scene.with_prompt(case.swap, template=same[0] if same else 0).prompt
 
 
 def load_task(name: str = "tabletop"):

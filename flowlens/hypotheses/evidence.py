@@ -10,11 +10,16 @@ that runs it (``flowlens.pipeline.load_backend``: a checkpoint, ``builtin:tablet
 - ``ev.layout``: the TokenLayout (without running the model where the backend can tell);
 - ``ev.actions(knockouts)``: the action chunk, float32 [H, action_dim] (unnormalised with the
   checkpoint's norm stats when it has them), sampled from this frame's own fixed noise, so the
-  clean run (``knockouts=()``) and every intervention differ only by the intervention.
+  clean run (``knockouts=()``) and every intervention differ only by the intervention;
+- ``ev.patched(source, site)``: the chunk with one activation (``flowlens.causal.PatchSite``)
+  patched in from ``source``'s run (a corrupted input: a swapped prompt, another frame), same noise.
 
-``prefetch_actions(evidences, knockouts)`` samples one intervention for many frames in batches:
-frames whose token groups sit at the same positions share one sampler call (knockouts resolve on
-one layout per call), padded to a power-of-two batch so the compiled programs are few.
+``prefetch_actions(evidences, knockouts)`` samples one intervention for many frames in batches,
+through the interventions' one batched sampler (``flowlens.causal.batching.sample_frames``):
+frames with the same token layout and prompt share one sampler call (knockouts resolve on one
+layout per call, word selections on its prompt), padded to a power-of-two batch;
+``prefetch_patched(evidences, sources, sites)`` does the same for patches
+(``flowlens.causal.patching.patch_frames``).
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class Evidence:
         self.stream = int(stream if stream is not None else (getattr(frame, "index", 0) or 0))
         self._captures: dict[str, object] = {}
         self._actions: dict[str, np.ndarray] = {}
+        self._patched: dict[tuple, np.ndarray] = {}
 
     def __repr__(self) -> str:
         return f"Evidence({self.key!r}, labels={self.labels!r})"
@@ -174,6 +180,65 @@ class Evidence:
     def _store_actions(self, key: str, actions: np.ndarray) -> None:
         self._actions[key] = actions
 
+    def patched(self, source: Evidence, site) -> np.ndarray:
+        """float32 [action_horizon, action_dim]: this frame's chunk with one activation patched in from
+        ``source``'s run (``flowlens.causal.PatchSite``: residual stream or a head's output at a layer,
+        token selection and step), both runs on this frame's noise; unnormalised like :meth:`actions`.
+
+        ``source`` is the corrupted input: another Evidence, e.g. the same frame with a swapped prompt
+        or a failure episode's frame, with the same token layout at the patched tokens. Patching a
+        frame with itself returns its clean chunk. Many frames at once: :func:`prefetch_patched`."""
+        key = _patch_key(source, site)
+        if key not in self._patched:
+            prefetch_patched([self], [source], [site], batch_size=1)
+        return self._patched[key]
+
+
+def _patch_key(source: Evidence, site) -> tuple:
+    from flowlens.causal.patching import PatchSite
+
+    if not isinstance(source, Evidence):
+        raise FlowlensError(f"source must be an Evidence (the corrupted input's frame), got {type(source).__name__}; "
+                            "e.g. Evidence(key, backend, observation=swapped_prompt_obs).")
+    if not isinstance(site, PatchSite):
+        raise FlowlensError(f"site must be a flowlens.causal.PatchSite, got {type(site).__name__}; "
+                            "e.g. PatchSite(layer=9, tokens='base_0_rgb | left_wrist_0_rgb').")
+    return (source.key, repr(site))
+
+
+def prefetch_patched(evidences: Sequence[Evidence], sources: Sequence[Evidence], sites, *,
+                     batch_size: int = 8) -> int:
+    """Patch every site of ``sites`` into every evidence from its paired source (evidences[i] ←
+    sources[i]), batched through ``flowlens.causal.patching.patch_frames``; returns the frames run.
+
+    Fills the cache of :meth:`Evidence.patched` (and the clean run of :meth:`Evidence.actions`)."""
+    from flowlens.causal.patching import patch_frames
+
+    evs, srcs, sites = list(evidences), list(sources), list(sites)
+    if len(evs) != len(srcs):
+        raise FlowlensError(f"evidences has {len(evs)} frames and sources {len(srcs)}; pair every frame with "
+                            "one source (corrupted) frame.")
+    todo = [i for i, (ev, src) in enumerate(zip(evs, srcs, strict=True))
+            if any(_patch_key(src, st) not in ev._patched for st in sites)]
+    by_backend: dict[int, list[int]] = {}
+    for i in todo:
+        evs[i]._need_model("activation patching")
+        by_backend.setdefault(id(evs[i].backend), []).append(i)
+    for members in by_backend.values():
+        backend = evs[members[0]].backend
+        base, _, patched = patch_frames(backend.model, backend.params, [evs[i].observation for i in members],
+                                        [srcs[i].observation for i in members], sites,
+                                        noise=np.concatenate([evs[i].noise for i in members]), batch_size=batch_size)
+        first = evs[members[0]]
+        base = first._task_actions(base)
+        for s, site in enumerate(sites):
+            task = first._task_actions(patched[s])
+            for j, i in enumerate(members):
+                evs[i]._patched[_patch_key(srcs[i], site)] = task[j]
+        for j, i in enumerate(members):
+            evs[i]._actions.setdefault(knockout_key(()), base[j])
+    return len(todo)
+
 
 def _as_list(knockouts):
     from flowlens.model.knockout import Knockout
@@ -181,20 +246,15 @@ def _as_list(knockouts):
     return [knockouts] if isinstance(knockouts, Knockout) else list(knockouts or ())
 
 
-def _layout_signature(ev: Evidence) -> tuple:
-    lay = ev.layout
-    words = tuple(lay.text.token_ids) if lay.text is not None else ()  # word selections resolve on the prompt
-    return (id(ev.backend), lay.n, tuple((k, v.tobytes()) for k, v in lay.groups().items()), words)
-
-
 def prefetch_actions(evidences: Sequence[Evidence], knockouts=(), *, batch_size: int = DEFAULT_BATCH) -> int:
     """Sample ``knockouts`` for every evidence not holding it yet, batched; returns the sampler calls made.
 
-    Frames are grouped by backend, token-group positions and prompt tokens (a knockout resolves on
-    one layout per call, word selections on its prompt); each group runs in batches of ``batch_size`` padded to a power of two.
+    Runs through the interventions' one batched sampler (:func:`flowlens.causal.batching.sample_frames`):
+    frames share a call only on the same backend and with the same token layout and prompt (a knockout
+    resolves on one layout per call, word selections on its prompt), in batches of ``batch_size``
+    padded to a power of two.
     """
-    from flowlens.model import sample_actions
-    from flowlens.tasks.tabletop.policy import stack_observations
+    from flowlens.causal.batching import layout_key, sample_frames
 
     if batch_size < 1:
         raise FlowlensError(f"batch_size must be >= 1, got {batch_size}.")
@@ -202,22 +262,17 @@ def prefetch_actions(evidences: Sequence[Evidence], knockouts=(), *, batch_size:
     todo = [ev for ev in evidences if key not in ev._actions]
     for ev in todo:
         ev._need_model("actions and interventions")
-    groups: dict[tuple, list[Evidence]] = {}
+    by_backend: dict[int, list[Evidence]] = {}
     for ev in todo:
-        groups.setdefault(_layout_signature(ev), []).append(ev)
+        by_backend.setdefault(id(ev.backend), []).append(ev)
     calls = 0
-    kos = _as_list(knockouts) or None
-    for members in groups.values():
+    for members in by_backend.values():
         backend = members[0].backend
-        for lo in range(0, len(members), batch_size):
-            chunk = members[lo: lo + batch_size]
-            size = 1 << (len(chunk) - 1).bit_length()
-            padded = chunk + [chunk[-1]] * (size - len(chunk))
-            obs = stack_observations([ev.observation for ev in padded])
-            noise = np.concatenate([ev.noise for ev in padded])
-            acts, _ = sample_actions(backend.model, backend.params, obs, noise=noise, knockouts=kos)
-            task = chunk[0]._task_actions(acts)
-            for i, ev in enumerate(chunk):
-                ev._store_actions(key, task[i])
-            calls += 1
+        acts, n = sample_frames(backend.model, backend.params, [ev.observation for ev in members],
+                                np.concatenate([ev.noise for ev in members]), _as_list(knockouts),
+                                batch_size=batch_size, keys=[layout_key(ev.layout) for ev in members], pad="pow2")
+        task = members[0]._task_actions(acts)
+        for ev, a in zip(members, task, strict=True):
+            ev._store_actions(key, a)
+        calls += n
     return calls
