@@ -27,9 +27,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import flowlens
-from flowlens.attribution import chefer_relevancy
+from flowlens.attribution import attribute, chefer_relevancy
 from flowlens.hypotheses import Evidence
-from flowlens.model import ActionTarget, Knockout, attention_gradients
+from flowlens.model import ActionTarget, CaptureConfig, Knockout, attention_gradients
 from flowlens.model.norm_stats import unnormalize
 from flowlens.pipeline import load_backend
 from flowlens.tasks.tabletop.dataset import patch_labels
@@ -52,7 +52,10 @@ CAMERAS = list(config.cameras)
 # - **flow**: exact max-flow from the action tokens to each patch through the same graph;
 # - **relevancy** (Chefer et al. 2021): attention maps weighted by the gradient of a target. Here
 #   the target is the chunk's heading towards the named object (first 5 actions), differentiated
-#   through the whole sampler on the same noise (`flowlens.model.attention_gradients`).
+#   through the whole sampler on the same noise (`flowlens.model.attention_gradients`);
+# - **alti** (Ferrando et al. 2022): how much each token's transformed vector contributes to each
+#   layer's output, rolled out over the layers. It reads the residual stream, so the capture is
+#   taken with `CaptureConfig(residual=True)` and the method runs from the attribution registry.
 
 # %%
 def heading_target(ev, to_object):
@@ -63,7 +66,7 @@ def heading_target(ev, to_object):
     return ActionTarget.heading(scale * to_object / np.linalg.norm(to_object), 5)
 
 
-def maps_of(graph, layout, relevancy):
+def maps_of(graph, layout, relevancy, alti):
     """method → float [token] scores (NaN off the image patches)."""
     patches = layout.select(kind="image")
     queries = graph.node_index(layout.select(kind="action"))
@@ -73,14 +76,15 @@ def maps_of(graph, layout, relevancy):
     flow_scores = np.full(layout.n, np.nan)
     flow_scores[flow.sources] = flow.values.mean(axis=0)
     out = {}
-    for name, scores in (("raw", raw), ("rollout", roll), ("flow", flow_scores), ("relevancy", relevancy)):
+    for name, scores in (("raw", raw), ("rollout", roll), ("flow", flow_scores), ("relevancy", relevancy),
+                         ("alti", alti)):
         only = np.full(layout.n, np.nan)
         only[patches] = scores[patches]
         out[name] = only
     return out
 
 
-METHODS = ("raw", "rollout", "flow", "relevancy")
+METHODS = ("raw", "rollout", "flow", "relevancy", "alti")
 rows = []
 for i, case in enumerate(cases):
     views = case.episode.render_frame(case.t)
@@ -91,7 +95,9 @@ for i, case in enumerate(cases):
     state, xy = case.episode.states[case.t], case.episode.object_xy[case.t]
     grads = attention_gradients(backend.model, backend.params, ev.observation,
                                 heading_target(ev, xy[case.scene.source] - state[:2]), noise=ev.noise)
-    maps = maps_of(ev.graph(), layout, chefer_relevancy(grads).token_scores())
+    alti = attribute("alti", backend.model, backend.params, ev.observation,
+                     ev.capture(CaptureConfig(residual=True)), query="actions")
+    maps = maps_of(ev.graph(), layout, chefer_relevancy(grads).token_scores(), alti)
     # share of each model patch covered by the named object, [camera, patch]
     on_object = patch_labels(views, case.scene, config)[..., 0] > 0
     object_tokens = np.concatenate([layout.segment(c).indices[on_object[j]] for j, c in enumerate(CAMERAS)])
@@ -151,15 +157,17 @@ plt.show()
 # Six scenes give only a rough picture; one scene moves a pointing rate by 0.17. Read the two
 # panels separately. A map that points at the object is plausible. A map whose top patches move
 # the chunk more than random patches do is faithful. The attention maps can be one without the
-# other. In this run relevancy comes first on both counts. Rollout points at the object above
-# chance, but the top patches of all three attention maps change the chunk about as much as
-# three random patches do.
+# other. In this run relevancy comes first on both counts and ALTI second (its top patch is on the
+# object in 5 of 6 scenes; removing its top 3 patches changes the chunk 2.6× as much as random
+# patches). Rollout points at the object above chance, but the top patches of all three attention
+# maps change the chunk about as much as three random patches do.
 #
 # `benchmarks/bench_faithfulness.py` runs the full version: 200 frames, deletion and insertion
 # at k = 1…12 over patches *and* prompt tokens, Integrated Gradients as well (about 120 times the
-# cost of one sample, too slow for a notebook), bootstrap intervals. It ranks relevancy first by
-# chunk change, then IG ≈ rollout, then raw ≈ flow, and every method beats a random order. By
-# whether the chunk still heads for the object, IG is first. Relevancy's top patch is on the
+# cost of one sample, too slow for a notebook), norm and value zeroing, bootstrap intervals. By
+# chunk change it ranks ALTI first, then relevancy, then IG ≈ rollout, then value zeroing, raw ≈
+# norm ≈ flow; every method but the ALTI-capacity flow variant beats a random order. By whether the
+# chunk still heads for the object, IG is first. Relevancy's top patch is on the
 # named object in all 200 frames (`benchmarks/train_tabletop.md`). On the base camera alone
 # (`bench_pointing.py`, 1,000 frames), rollout's top patch is on the named object 65 % of the time
 # (chance 18 %), raw attention 9 % and flow 6 %. Flow saturates on this dense graph, so its
@@ -169,5 +177,4 @@ plt.show()
 # the object is visible to every token, while the chunk depends on other patches (the gripper,
 # the wrist view). Only an intervention, here removing patches, tests what the policy uses. The
 # routing notebook found the one route the policy needs: the image patches reading the prompt.
-# None of these maps shows that route. The capture-based attribution methods of the `attr` work
-# (norm, ALTI, value zeroing) join `bench_faithfulness.py`'s table when they are merged.
+# None of these maps shows that route.
