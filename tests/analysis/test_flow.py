@@ -214,6 +214,46 @@ def test_very_peaked_attention_with_two_sinks_matches_networkx():
         assert (up - lo).max() <= 1e-9
 
 
+def test_capacity_scaling_rounds_keep_values_exact():
+    """The rounds of capacity scaling only reorder the search: one round (``scaling=()``), the
+    default and many coarse rounds all give the oracle's value, with certified brackets."""
+    rng = np.random.default_rng(11)
+    multi_phase_coarse = 0
+    for _ in range(25):
+        L, n = int(rng.integers(3, 6)), int(rng.integers(6, 14))
+        a = _random_attention(rng, L, 1, n, kind="peaked", density=float(rng.choice([0.35, 1.0])))
+        C = flow_capacities(a)
+        q = int(rng.integers(n))
+        ref = oracle_matrix(C, [q])[0]
+        runs = {}
+        for scaling in ((), (1e-6,), (0.3, 0.1, 1e-2, 1e-4)):
+            lo, up, ph = max_flows(C[1:], C[0].T.copy(), np.full(n, q), workers=1, scaling=scaling)
+            np.testing.assert_allclose(lo, ref, atol=ATOL)
+            assert (lo <= ref + 1e-9).all() and (up >= ref - 1e-9).all() and (up - lo).max() <= 1e-9
+            runs[scaling] = lo
+            if scaling and scaling[0] == 0.3:
+                multi_phase_coarse += int((ph >= 3).sum())
+        np.testing.assert_allclose(runs[()], runs[(1e-6,)], atol=1e-10)
+        np.testing.assert_allclose(runs[()], runs[(0.3, 0.1, 1e-2, 1e-4)], atol=1e-10)
+    assert multi_phase_coarse > 0  # BFS phases ran inside the scaling rounds
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    thresholds=st.lists(st.sampled_from([0.5, 0.2, 0.05, 1e-2, 1e-3, 1e-6, 1e-13]), max_size=4),
+)
+def test_property_any_scaling_rounds_match_networkx(seed, thresholds):
+    rng = np.random.default_rng(seed)
+    a = _random_attention(rng, 4, 1, 8, kind="peaked", density=0.5)
+    C = flow_capacities(a)
+    q = int(rng.integers(8))
+    lo, up, _ = max_flows(C[1:], C[0].T.copy(), np.full(8, q), workers=1, scaling=tuple(thresholds))
+    ref = oracle_matrix(C, [q])[0]
+    np.testing.assert_allclose(lo, ref, atol=ATOL)
+    assert (lo <= ref + 1e-9).all() and (up >= ref - 1e-9).all()
+
+
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     layers=st.integers(1, 5),

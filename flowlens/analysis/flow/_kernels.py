@@ -172,42 +172,26 @@ def _kill(alive, layer, t):
     alive[layer, t >> 6] &= ~(np.uint64(1) << np.uint64(t & 63))
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _live_arc(C, F, alive, m, f, heads, i, end, tol):
-    """First position in heads[i:end] whose head t is alive with residual C[m, f, t] - F[m, f, t] > tol.
-
-    Returns (position, t, residual), or (end, -1, 0.0) when there is none.
-    """
-    while i < end:
-        t = heads[i]
-        if (alive[m, t >> 6] >> np.uint64(t & 63)) & np.uint64(1):
-            r = C[m, f, t] - F[m, f, t]
-            if r > tol:
-                return i, t, r
-        i += 1
-    return end, -1, 0.0
-
-
 @numba.njit(cache=True, nogil=True)
-def _first_phase(C, F, c, fT, q, top, tol, alive, fat, ptr, total, bound, stack, kinds, res, add,
+def _first_phase(C, F, c, fT, q, top, exit_at, thr, alive, fat, K, ptr, total, stack, kinds, res, add,
                  touched, nt, rptr, rcol):
-    """Blocking flow on the forward layered DAG (label = layer).
+    """Blocking flow on the forward layered DAG (label = layer) over arcs of residual > ``thr``.
 
-    ``alive[k-1]`` is a bitset of the nodes of layer k not yet known to be dead. A row scans its
-    widest arcs, then its listed arcs (``rptr``/``rcol``: capacity > tol) in index order, skipping
-    dead heads. Returns (total, nt).
+    ``alive[k-1]`` is a bitset of the nodes of layer k not yet known to be dead. A row scans its K
+    widest arcs (``fat[:, :, :K]``) first, then its listed arcs (``rptr``/``rcol``: capacity > thr)
+    in index order, skipping dead heads; ``ptr[v]`` counts the positions it has passed. Stops early
+    once ``total`` reaches ``exit_at``. Returns (total, nt).
     """
     n = c.shape[0]
-    K = fat.shape[2]
     T = top * n
     depth = 0
     stack[0] = (top - 1) * n + q
     while depth >= 0:
         v = stack[depth]
         if v == T:
-            delta, first_sat = _push(res, add, depth, tol)
+            delta, first_sat = _push(res, add, depth, thr)
             total += delta
-            if total >= bound - tol:
+            if total >= exit_at:
                 return total, _flush(F, fT, n, stack, kinds, add, 0, depth, touched, nt)
             nt = _flush(F, fT, n, stack, kinds, add, first_sat, depth, touched, nt)
             depth = first_sat
@@ -216,7 +200,7 @@ def _first_phase(C, F, c, fT, q, top, tol, alive, fat, ptr, total, bound, stack,
         f = v - (k - 1) * n
         if k == 1:
             r = c[f] - fT[f]
-            if r > tol:
+            if r > thr:
                 kinds[depth] = 0
                 res[depth] = r
                 add[depth] = 0.0
@@ -230,22 +214,36 @@ def _first_phase(C, F, c, fT, q, top, tol, alive, fat, ptr, total, bound, stack,
             continue
         m = k - 2
         p = ptr[v]
-        t = -1
+        found = -1
         r = 0.0
-        if p < K:  # the row's widest arcs first
-            p, t, r = _live_arc(C, F, alive, m, f, fat[m, f], p, K, tol)
-        if t < 0:  # then every listed live arc in index order (widest ones again: harmless)
-            base = rptr[m, f]
-            i, t, r = _live_arc(C, F, alive, m, f, rcol, base + p - K, rptr[m, f + 1], tol)
-            p = i - base + K
-        found = m * n + t if t >= 0 else -1
+        while p < K:  # the row's widest arcs first
+            t = fat[m, f, p]
+            if (alive[m, t >> 6] >> np.uint64(t & 63)) & np.uint64(1):
+                r = C[m, f, t] - F[m, f, t]
+                if r > thr:
+                    found = t
+                    break
+            p += 1
+        if found < 0:  # then every listed arc in index order (the widest ones again: harmless)
+            base = rptr[m, f] - K
+            i = base + p
+            end = rptr[m, f + 1]
+            while i < end:
+                t = rcol[i]
+                if (alive[m, t >> 6] >> np.uint64(t & 63)) & np.uint64(1):
+                    r = C[m, f, t] - F[m, f, t]
+                    if r > thr:
+                        found = t
+                        break
+                i += 1
+            p = i - base
         ptr[v] = p
         if found >= 0:
             kinds[depth] = 1
             res[depth] = r
             add[depth] = 0.0
             depth += 1
-            stack[depth] = found
+            stack[depth] = m * n + found
         else:
             _kill(alive, k - 1, f)
             depth -= 1
@@ -255,13 +253,14 @@ def _first_phase(C, F, c, fT, q, top, tol, alive, fat, ptr, total, bound, stack,
 
 
 @numba.njit(cache=True, nogil=True)
-def _blocking_flow(C, F, c, fT, q, top, tol, lab, ptr, bstart, bnodes, nl, total, bound,
+def _blocking_flow(C, F, c, fT, q, top, tol, thr, lab, ptr, bstart, bnodes, nl, total, bound,
                    stack, kinds, res, add, touched, nt):
     """DFS for a blocking flow along arcs with lab[w] == lab[v] - 1. Returns (total, ntouched).
 
     ``kinds[i]`` is +1 when the i-th path arc is forward (down a layer), -1 when it is a reverse arc,
-    0 for the arc into T. ``nt`` past the touched-list capacity marks an overflow (the caller then
-    resets everything).
+    0 for the arc into T. Arcs of residual <= ``thr`` count as saturated; the early exit at
+    ``bound - tol`` uses the solver's tolerance. ``nt`` past the touched-list capacity marks an
+    overflow (the caller then resets everything).
     """
     n = c.shape[0]
     T = top * n
@@ -270,7 +269,7 @@ def _blocking_flow(C, F, c, fT, q, top, tol, lab, ptr, bstart, bnodes, nl, total
     while depth >= 0:
         v = stack[depth]
         if v == T:
-            delta, first_sat = _push(res, add, depth, tol)
+            delta, first_sat = _push(res, add, depth, thr)
             total += delta
             if total >= bound - tol:
                 return total, _flush(F, fT, n, stack, kinds, add, 0, depth, touched, nt)
@@ -304,14 +303,14 @@ def _blocking_flow(C, F, c, fT, q, top, tol, lab, ptr, bstart, bnodes, nl, total
                     else:
                         r = C[k - 2, f, w - (k - 2) * n] - F[k - 2, f, w - (k - 2) * n]
                         kind = 1
-                    if r > tol:
+                    if r > thr:
                         found = w
             else:
                 w = bnodes[r0 + p - nf]
                 if lab[w] == d - 1:
                     r = F[k - 1, w - k * n, f]
                     kind = -1
-                    if r > tol:
+                    if r > thr:
                         found = w
             if found >= 0:
                 break
@@ -352,97 +351,3 @@ def _cut_capacity(Corig_T, c_orig, lab, reach, q, top, n):
                     if reach[k, g] and lab[base + g] < 0:
                         cut += Corig_T[m, t, g]
     return cut
-
-
-@numba.njit(cache=True, nogil=True)
-def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, tol,
-                 problems, touch_cap, out_val, out_up, out_phases, rptr, rcol, cptr, ccol):
-    """Solve the listed problems sequentially with one workspace (one worker)."""
-    M = C.shape[0]
-    n = sinks.shape[1]
-    top = M + 1
-    N = top * n
-    T = N
-    F = np.zeros((max(M, 1), n, n))
-    fT = np.zeros(n)
-    lab = np.empty(N + 1, np.int64)
-    ptr = np.zeros(N + 1, np.int64)
-    queue = np.empty(N + 1, np.int64)
-    stack = np.empty(N + 2, np.int64)
-    kinds = np.empty(N + 2, np.int64)
-    res = np.empty(N + 2)
-    add = np.zeros(N + 2)
-    touched = np.empty(touch_cap, np.int64)
-    nl = top + 2
-    nw = (n + 63) // 64
-    alive0 = np.zeros((top, nw), np.uint64)
-    for k in range(top):
-        for t in range(n):
-            alive0[k, t >> 6] |= np.uint64(1) << np.uint64(t & 63)
-    alive = alive0.copy()
-    bstart = np.zeros(1, np.int64)
-    bnodes = np.empty(N + 1, np.int64)
-    nt = 0
-    overflow = False
-    for pi in problems:
-        _reset(F, touched, nt, overflow)
-        nt = 0
-        overflow = False
-        fT[:] = 0.0
-        c = sinks[sidx[pi]]
-        q = queries[pi]
-        reach = reaches[qidx[pi]]
-        bound = bounds[pi]
-        phases = 0
-        if bound <= tol:
-            out_val[pi] = 0.0
-            out_up[pi] = bound
-            out_phases[pi] = 0
-            continue
-        if M == 0:
-            out_val[pi] = c[q]
-            out_up[pi] = sinks_orig[sidx[pi], q]
-            out_phases[pi] = 0
-            continue
-        total = 0.0
-        ptr[:] = 0
-        phases = 1
-        alive[:] = alive0
-        for f in range(n):
-            if not c[f] > tol:
-                _kill(alive, 0, f)
-        total, nt = _first_phase(C, F, c, fT, q, top, tol, alive, fat, ptr, total, bound, stack,
-                                 kinds, res, add, touched, nt, rptr, rcol)
-        if nt > touch_cap:
-            overflow = True
-        upper = bound
-        while total < bound - tol:
-            ds, nq = _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T, rptr, rcol, cptr, ccol)
-            if ds < 0:
-                cut = _cut_capacity(Corig_T, sinks_orig[sidx[pi]], lab, reach, q, top, n)
-                upper = min(cut, bound)
-                break
-            phases += 1
-            if bstart.shape[0] < (ds + 1) * nl + 1:
-                bstart = np.zeros((ds + 1) * nl + 1, np.int64)
-            _buckets(lab, queue, nq, top, n, ds, bstart, bnodes)
-            for i in range(nq):
-                ptr[queue[i]] = 0
-            total, nt = _blocking_flow(C, F, c, fT, q, top, tol, lab, ptr, bstart, bnodes, nl,
-                                       total, bound, stack, kinds, res, add, touched, nt)
-            if nt > touch_cap:
-                overflow = True
-        out_val[pi] = min(total, upper)
-        out_up[pi] = upper
-        out_phases[pi] = phases
-
-
-@numba.njit(cache=True, parallel=True)
-def _solve_parallel(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, tol,
-                    nworkers, touch_cap, out_val, out_up, out_phases, rptr, rcol, cptr, ccol):
-    """Split the problems over ``nworkers`` threads, interleaved (problem i goes to worker i % w)."""
-    P = queries.shape[0]
-    for w in numba.prange(nworkers):
-        problems = np.arange(w, P, nworkers)
-        _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, tol,
-                     problems, touch_cap, out_val, out_up, out_phases, rptr, rcol, cptr, ccol)
