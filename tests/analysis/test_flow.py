@@ -214,6 +214,18 @@ def test_very_peaked_attention_with_two_sinks_matches_networkx():
         assert (up - lo).max() <= 1e-9
 
 
+def test_flow_filling_the_listed_arcs_stops_with_the_trivial_bound():
+    """q's arc of capacity 1e-13 is below tol, so no flow may use it: once q's other arcs are full
+    the flow is maximal, and min(out-capacity, in-capacity) over *all* arcs brackets it (no BFS)."""
+    C = np.array([[[0.6, 0.4 - 1e-13, 1e-13], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    sinks = np.ones((1, 3))
+    lo, up, ph = max_flows(C, sinks, np.array([0]), workers=1)
+    np.testing.assert_allclose(lo, [1.0 - 1e-13], rtol=0, atol=1e-15)
+    assert lo[0] < 1.0
+    np.testing.assert_array_equal(up, [1.0])
+    np.testing.assert_array_equal(ph, [1])
+
+
 def test_capacity_scaling_rounds_keep_values_exact():
     """The rounds of capacity scaling only reorder the search: one round (``scaling=()``), the
     default and many coarse rounds all give the oracle's value, with certified brackets."""

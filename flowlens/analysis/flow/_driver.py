@@ -10,10 +10,12 @@ round augments along forward arcs of residual > θ_s ≥ tol, so the flow stays 
 rounds do not reach the trivial bound, Dinic's BFS / blocking-flow phases at ``tol``
 (:mod:`._kernels`) finish the job, so the value is exact as before: it ends at the bound or with a
 BFS whose sink side is a certified cut. Rows try their widest arcs first only on flat attention
-(long lists even in the coarsest round); on peaked rows index order measured faster. Workspaces are
-allocated once per worker and reset between problems through lists of the entries a problem touched. Problems are spread over
-threads with ``prange`` (GIL released). Nothing here validates input: :func:`.solver.max_flows` is
-the entry point.
+(long lists even in the coarsest round); on peaked rows index order measured faster. A problem also
+stops as soon as its flow fills the query's or the sink's listed arcs (``exits``): then it is
+maximal, and the trivial bound over all arcs certifies it without a BFS or a cut. Workspaces are
+allocated once per worker and reset between problems through lists of the entries a problem
+touched. Problems are spread over threads with ``prange`` (GIL released). Nothing here validates
+input: :func:`.solver.max_flows` is the entry point.
 
 Development note: numba's on-disk cache keys a compiled function on its own file, so after editing
 ``_kernels.py`` delete ``__pycache__/*.nb[ic]`` here, or this driver keeps the old kernels.
@@ -36,8 +38,8 @@ from flowlens.analysis.flow._kernels import (
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, tol,
-                 problems, touch_cap, out_val, out_up, out_phases,
+def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
+                 tol, problems, touch_cap, out_val, out_up, out_phases,
                  rptr, rcol, cptr, ccol, thresholds, sptr, scol, fat_k):
     """Solve the listed problems sequentially with one workspace (one worker)."""
     M = C.shape[0]
@@ -74,7 +76,8 @@ def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches,
         c = sinks[sidx[pi]]
         q = queries[pi]
         reach = reaches[qidx[pi]]
-        bound = bounds[pi]
+        bound = bounds[pi]  # min(out-capacity of q, in-capacity of the sink), original capacities
+        ebound = exits[pi]  # the same over the arcs the solver lists: no flow can exceed it
         if bound <= tol:
             out_val[pi] = 0.0
             out_up[pi] = bound
@@ -100,13 +103,13 @@ def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches,
                     live_sinks += 1
             # a coarse round stops once the rest could hide in sink arcs below thr: the next round
             # sends it over every arc (a full search here would only prove it cannot)
-            exit_at = bound - tol if s == last else bound - thr * live_sinks
+            exit_at = ebound - tol if s == last else ebound - thr * live_sinks
             ptr[:] = 0
-            total, nt = _first_phase(C, F, c, fT, q, top, exit_at, thr, alive, fat, fat_k[s], ptr, total, stack, kinds,
-                                     res, add, touched, nt, sptr[s], scol)
-            if total >= bound - tol:
+            total, nt = _first_phase(C, F, c, fT, q, top, exit_at, thr, alive, fat, fat_k[s], ptr, total, stack,
+                                     kinds, res, add, touched, nt, sptr[s], scol)
+            if total >= ebound - tol:
                 break
-        while total < bound - tol:  # Dinic phases at tol: reverse arcs, longer paths
+        while total < ebound - tol:  # Dinic phases at tol: reverse arcs, longer paths
             ds, nq = _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T, rptr, rcol, cptr, ccol)
             if ds < 0:  # no augmenting path at all: the BFS's sink side is a min cut
                 upper = min(_cut_capacity(Corig_T, sinks_orig[sidx[pi]], lab, reach, q, top, n), bound)
@@ -118,7 +121,7 @@ def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches,
             for i in range(nq):
                 ptr[queue[i]] = 0
             total, nt = _blocking_flow(C, F, c, fT, q, top, tol, tol, lab, ptr, bstart, bnodes, nl,
-                                       total, bound, stack, kinds, res, add, touched, nt)
+                                       total, ebound, stack, kinds, res, add, touched, nt)
         if nt > touch_cap:
             overflow = True
         out_val[pi] = min(total, upper)
@@ -127,13 +130,13 @@ def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches,
 
 
 @numba.njit(cache=True, parallel=True)
-def _solve_parallel(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, tol,
-                    nworkers, touch_cap, out_val, out_up, out_phases,
+def _solve_parallel(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
+                    tol, nworkers, touch_cap, out_val, out_up, out_phases,
                     rptr, rcol, cptr, ccol, thresholds, sptr, scol, fat_k):
     """Split the problems over ``nworkers`` threads, interleaved (problem i goes to worker i % w)."""
     P = queries.shape[0]
     for w in numba.prange(nworkers):
         problems = np.arange(w, P, nworkers)
-        _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, tol,
-                     problems, touch_cap, out_val, out_up, out_phases,
+        _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
+                     tol, problems, touch_cap, out_val, out_up, out_phases,
                      rptr, rcol, cptr, ccol, thresholds, sptr, scol, fat_k)

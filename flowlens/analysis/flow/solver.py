@@ -226,6 +226,11 @@ def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: flo
     incap_q = sinks_orig @ reaches[:, 0, :].T.astype(np.float64)
     incap = incap_q[sidx, qidx]
     bounds = np.minimum(outcap, incap)
+    # the same over the arcs above tol (all the solver uses): once the flow reaches it, it is maximal
+    # and ``bounds`` certifies it, with no BFS or cut (the tiny arcs are the whole gap)
+    out_listed = np.where(C[M - 1, queries] > tol, C[M - 1, queries], 0.0).sum(axis=1) if M else outcap
+    in_listed = (np.where(sinks > tol, sinks, 0.0) @ reaches[:, 0, :].T.astype(np.float64))[sidx, qidx]
+    exits = np.minimum(np.minimum(out_listed, in_listed), bounds)
     nworkers = int(workers or numba.get_num_threads())
     nworkers = max(1, min(nworkers, P))
     out_val = np.zeros(P)
@@ -233,11 +238,11 @@ def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: flo
     out_ph = np.zeros(P, np.int64)
     if P:
         if nworkers == 1:
-            _solve_range(C, CT, CT_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds,
+            _solve_range(C, CT, CT_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
                          float(tol), np.arange(P, dtype=np.int64), touch_capacity, out_val, out_up, out_ph,
                          rptr, rcol, cptr, ccol, thresholds, sptr, scol, fat_k)
         else:
-            _solve_parallel(C, CT, CT_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds,
+            _solve_parallel(C, CT, CT_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
                             float(tol), nworkers, touch_capacity, out_val, out_up, out_ph,
                             rptr, rcol, cptr, ccol, thresholds, sptr, scol, fat_k)
     return out_val, out_up, out_ph
