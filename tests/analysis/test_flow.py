@@ -226,6 +226,20 @@ def test_flow_filling_the_listed_arcs_stops_with_the_trivial_bound():
     np.testing.assert_array_equal(ph, [1])
 
 
+def test_widest_arcs_first_on_flat_attention_changes_no_value(rng):
+    """Flat rows (n = 300 > FAT_MIN_ARCS arcs per row) switch the forward rounds to widest-arcs-first;
+    the values equal those of plain index order (oracle-tested above) and stay certified."""
+    a = _random_attention(rng, 3, 2, 300)
+    C = flow_capacities(a)
+    src = np.array([0, 7, 150, 299])
+    sinks = C[0][:, src].T.copy()
+    queries = np.full(len(src), 123)
+    lo_fat, up_fat, _ = max_flows(C[1:], sinks, queries, workers=1)
+    lo, up, _ = max_flows(C[1:], sinks, queries, workers=1, fat_arcs=0)
+    np.testing.assert_allclose(lo_fat, lo, atol=1e-12)
+    assert (up_fat - lo_fat).max() <= 1e-9 and (up - lo).max() <= 1e-9
+
+
 def test_capacity_scaling_rounds_keep_values_exact():
     """The rounds of capacity scaling only reorder the search: one round (``scaling=()``), the
     default and many coarse rounds all give the oracle's value, with certified brackets."""

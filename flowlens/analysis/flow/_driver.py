@@ -3,8 +3,8 @@
 Concept: each problem (query q, sink vector c) first sends flow in capacity-scaling rounds: round
 s is a blocking flow on the forward layered DAG (label = layer, no BFS) over the arcs and sink arcs
 of residual > θ_s (θ = ``solver.SCALING``, then the solver's tolerance). On peaked attention a
-row's ≈ 200 arcs above 1e-12 mostly carry 1e-12 … 1e-6 while the flow rides a few wide ones: the
-coarse round routes it over ≈ 20 arcs per row with ≈ 10³ augmenting paths instead of the ≈ 10⁴–
+row's ≈ 200 arcs above 1e-12 mostly carry 1e-12 … 1e-5 while the flow rides a few wide ones: the
+coarse round routes it over ≈ 13 arcs per row with ≈ 10³ augmenting paths instead of the ≈ 10⁴–
 10⁵ tiny ones a single round finds, and the last round only tops up what the thin arcs add. Every
 round augments along forward arcs of residual > θ_s ≥ tol, so the flow stays feasible. When the
 rounds do not reach the trivial bound, Dinic's BFS / blocking-flow phases at ``tol``

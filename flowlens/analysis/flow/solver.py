@@ -22,7 +22,7 @@ Algorithm: Dinic's blocking-flow method specialised to layered dense capacity ma
   lists of the other arcs only (:func:`arc_lists`), which on peaked attention is a small fraction.
 * Phase 1 uses the layer index as the distance label, so the first blocking flow needs no BFS;
   each layer keeps a bitset of live nodes and rows skip arcs into dead nodes. It runs as capacity-
-  scaling rounds (``scaling``; :mod:`._driver`): first over the arcs of residual > 1e-6 only, then
+  scaling rounds (``scaling``; :mod:`._driver`): first over the arcs of residual > 1e-5 only, then
   over all of them. On peaked attention this cuts the augmenting paths per problem from ≈ 10⁴–10⁵
   to ≈ 10³.
 * Later phases label nodes by a *backward* BFS from T in the residual graph; at a min cut near the
@@ -50,7 +50,7 @@ import numpy as np
 from flowlens.analysis.flow._driver import _solve_parallel, _solve_range
 from flowlens.analysis.flow._kernels import _TOUCH_CAP
 
-SCALING = (1e-6,)  # capacity-scaling rounds before the one at tol (see _driver)
+SCALING = (1e-5,)  # capacity-scaling rounds before the one at tol (see _driver)
 FAT_MIN_ARCS = 256  # rows try their widest arcs first when the coarsest round lists this many per row
 from flowlens.errors import FlowlensError
 
@@ -196,7 +196,6 @@ def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: flo
         CT_orig = CT if not pruned else np.ascontiguousarray(
             np.asarray(C_orig, np.float64).transpose(0, 2, 1))
     thresholds = np.array(sorted({float(t) for t in scaling if t > tol}, reverse=True) + [float(tol)])
-    fat = widest_arcs(C, fat_arcs)
     rptr, rcol = arc_lists(C, tol)
     cptr, ccol = arc_lists(CT, tol)
     sptr, scol = _round_lists(C, thresholds, rptr, rcol)
@@ -204,7 +203,8 @@ def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: flo
     # there it spreads the flow (4x faster on the benchmark's random rows); on peaked attention
     # plain index order measured 1.5-2x faster
     flat = (sptr[0, :, -1] - sptr[0, :, 0]).sum() >= FAT_MIN_ARCS * max(M, 1) * n
-    fat_k = np.full(len(thresholds), fat.shape[2] if flat else 0, np.int64)
+    fat = widest_arcs(C, fat_arcs if flat else 0)
+    fat_k = np.full(len(thresholds), fat.shape[2], np.int64)
     uq, qidx = np.unique(queries, return_inverse=True)
     reaches = reachable(np.asarray(C_orig), uq, n)
     qidx = qidx.astype(np.int64)
