@@ -38,9 +38,9 @@ from flowlens.analysis.flow._kernels import (
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
+def _solve_range(C, C_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
                  tol, problems, touch_cap, out_val, out_up, out_phases,
-                 rptr, rcol, cptr, ccol, thresholds, sptr, scol, fat_k):
+                 rptr, rcol, cptr, ccol, ccap, thresholds, sptr, scol, fat_k):
     """Solve the listed problems sequentially with one workspace (one worker)."""
     M = C.shape[0]
     n = sinks.shape[1]
@@ -110,9 +110,9 @@ def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches,
             if total >= ebound - tol:
                 break
         while total < ebound - tol:  # Dinic phases at tol: reverse arcs, longer paths
-            ds, nq = _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T, rptr, rcol, cptr, ccol)
+            ds, nq = _bfs(C, F, c, fT, reach, q, top, tol, lab, queue, T, rptr, rcol, cptr, ccol, ccap)
             if ds < 0:  # no augmenting path at all: the BFS's sink side is a min cut
-                upper = min(_cut_capacity(Corig_T, sinks_orig[sidx[pi]], lab, reach, q, top, n), bound)
+                upper = min(_cut_capacity(C_orig, sinks_orig[sidx[pi]], lab, reach, q, top, n), bound)
                 break
             phases += 1
             if bstart.shape[0] < (ds + 1) * nl + 1:
@@ -130,13 +130,13 @@ def _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches,
 
 
 @numba.njit(cache=True, parallel=True)
-def _solve_parallel(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
+def _solve_parallel(C, C_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
                     tol, nworkers, touch_cap, out_val, out_up, out_phases,
-                    rptr, rcol, cptr, ccol, thresholds, sptr, scol, fat_k):
+                    rptr, rcol, cptr, ccol, ccap, thresholds, sptr, scol, fat_k):
     """Split the problems over ``nworkers`` threads, interleaved (problem i goes to worker i % w)."""
     P = queries.shape[0]
     for w in numba.prange(nworkers):
         problems = np.arange(w, P, nworkers)
-        _solve_range(C, CT, Corig_T, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
+        _solve_range(C, C_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
                      tol, problems, touch_cap, out_val, out_up, out_phases,
-                     rptr, rcol, cptr, ccol, thresholds, sptr, scol, fat_k)
+                     rptr, rcol, cptr, ccol, ccap, thresholds, sptr, scol, fat_k)

@@ -32,11 +32,12 @@ def _reset(F, touched, ntouched, overflow):
 
 
 @numba.njit(cache=True, nogil=True)
-def _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T, rptr, rcol, cptr, ccol):
+def _bfs(C, F, c, fT, reach, q, top, tol, lab, queue, T, rptr, rcol, cptr, ccol, ccap):
     """Backward BFS from T over residual arcs; labels = distance to T. Returns the label of q or -1.
 
-    Scans only the arcs listed in ``rptr``/``rcol`` (row lists) and ``cptr``/``ccol`` (column lists):
-    an arc missing there has capacity <= tol and so is saturated from the start.
+    Scans only the arcs listed in ``rptr``/``rcol`` (row lists) and ``cptr``/``ccol``/``ccap``
+    (column lists with their capacities, read in order): an arc missing there has capacity <= tol
+    and so is saturated from the start.
 
     Node id of (layer k, token f) is (k-1)*n + f for k = 1..top; T has id top*n.
     Stops as soon as q is labelled: every node with a smaller label is then final.
@@ -68,7 +69,7 @@ def _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T, rptr, rcol, cptr, c
             base = k * n
             if k + 1 == top:
                 g = q
-                if lab[base + g] < 0 and CT[m, t, g] - F[m, g, t] > tol:
+                if lab[base + g] < 0 and C[m, g, t] - F[m, g, t] > tol:
                     lab[base + g] = d
                     queue[tail] = base + g
                     tail += 1
@@ -77,7 +78,7 @@ def _bfs(C, CT, F, c, fT, reach, q, top, tol, lab, queue, T, rptr, rcol, cptr, c
                 for i in range(cptr[m, t], cptr[m, t + 1]):
                     g = ccol[i]
                     w = base + g
-                    if lab[w] < 0 and reach[k, g] and CT[m, t, g] - F[m, g, t] > tol:
+                    if lab[w] < 0 and reach[k, g] and ccap[i] - F[m, g, t] > tol:
                         lab[w] = d
                         queue[tail] = w
                         tail += 1
@@ -331,23 +332,24 @@ def _blocking_flow(C, F, c, fT, q, top, tol, thr, lab, ptr, bstart, bnodes, nl, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _cut_capacity(Corig_T, c_orig, lab, reach, q, top, n):
-    """Capacity, in the original capacities, of the cut whose sink side is {v : lab[v] >= 0}."""
+def _cut_capacity(C_orig, c_orig, lab, reach, q, top, n):
+    """Capacity, in the original capacities, of the cut whose sink side is {v : lab[v] >= 0}.
+
+    Sums the arcs from source-side rows into sink-side columns, each row read in order."""
     cut = 0.0
     for f in range(n):
         if reach[0, f] and lab[f] < 0:
             cut += c_orig[f]
-    for k in range(1, top):
+    for k in range(1, top):  # arcs (k+1, g) -> (k, t), capacity C_orig[k-1, g, t]
         m = k - 1
-        for t in range(n):
-            if lab[(k - 1) * n + t] < 0:
+        sink_side = (k - 1) * n
+        base = k * n
+        for g in range(n):
+            if k + 1 == top and g != q:
                 continue
-            if k + 1 == top:
-                if lab[k * n + q] < 0:
-                    cut += Corig_T[m, t, q]
-            else:
-                base = k * n
-                for g in range(n):
-                    if reach[k, g] and lab[base + g] < 0:
-                        cut += Corig_T[m, t, g]
+            if not reach[k, g] or lab[base + g] >= 0:
+                continue
+            for t in range(n):
+                if lab[sink_side + t] >= 0:
+                    cut += C_orig[m, g, t]
     return cut

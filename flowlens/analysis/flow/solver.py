@@ -14,8 +14,8 @@ share the internal matrices and differ only in ``c``.
 Algorithm: Dinic's blocking-flow method specialised to layered dense capacity matrices.
 
 * Flow lives in a dense per-worker array ``F[m, f, t]``; a touched-entry list resets it between
-  problems (the graph is built once, never per problem). Column scans use a transposed copy of
-  the capacities, shared by all workers.
+  problems (the graph is built once, never per problem). Column scans read per-column lists of
+  arcs with their capacities (:func:`column_lists`), shared by all workers: no transposed copy.
 * The DFS keeps the residual of each path arc on its stack and writes an arc's flow to ``F`` once,
   when the arc leaves the stack, instead of on every augmentation.
 * Arcs with capacity <= tol are saturated from the start; the kernels scan per-row and per-column
@@ -105,6 +105,41 @@ def arc_lists(C: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
     return ptr, col
 
 
+def column_lists(C: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The arcs into every column with capacity > tol, in row order, with their capacities.
+
+    The BFS scans a node's in-arcs in this order, reading capacities in sequence instead of a
+    column of the dense matrix (no transposed copy of ``C``).
+
+    Args:
+      C: float64 [M, n, n].
+      tol: the solver's saturation tolerance.
+
+    Returns:
+      (ptr, row, cap): int64 [M, n+1] where column (m, t) lists rows ``row[ptr[m, t]:ptr[m, t+1]]``,
+      int32 [nnz], and float64 [nnz] with ``cap[i] = C[m, row[i], t]``.
+
+    >>> C = np.array([[[0.5, 1e-13, 0.2], [0.0, 0.0, 0.0], [3e-12, 0.4, 1e-12]]])
+    >>> ptr, row, cap = column_lists(C, 1e-12)
+    >>> ptr.tolist(), row.tolist(), cap.tolist()
+    ([[0, 2, 3, 4]], [0, 2, 2, 0], [0.5, 3e-12, 0.4, 0.2])
+    """
+    M, n = C.shape[0], C.shape[-1]
+    ptr = np.zeros((M, n + 1), np.int64)
+    rows, caps = [], []
+    start = 0
+    for m in range(M):  # one layer at a time keeps index temporaries small
+        t, g = np.nonzero(C[m].T > tol)
+        ptr[m, 1:] = start + np.cumsum(np.bincount(t, minlength=n))
+        ptr[m, 0] = start
+        rows.append(g.astype(np.int32))
+        caps.append(C[m][g, t])
+        start = int(ptr[m, n])
+    if not rows:
+        return ptr, np.zeros(0, np.int32), np.zeros(0)
+    return ptr, np.concatenate(rows), np.concatenate(caps)
+
+
 def _round_lists(C: np.ndarray, thresholds: np.ndarray, ptr_tol: np.ndarray, col_tol: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Arc lists (:func:`arc_lists`) of every capacity-scaling round: ptr int64 [S, M, n+1] into one
@@ -146,8 +181,7 @@ def reachable(C: np.ndarray, queries: np.ndarray, n: int) -> np.ndarray:
 
 def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: float = 1e-12,
               C_orig: np.ndarray | None = None, sinks_orig: np.ndarray | None = None,
-              workers: int | None = None, CT: np.ndarray | None = None,
-              CT_orig: np.ndarray | None = None, touch_capacity: int = _TOUCH_CAP,
+              workers: int | None = None, touch_capacity: int = _TOUCH_CAP,
               sink_index: np.ndarray | None = None, scaling: tuple[float, ...] = SCALING,
               fat_arcs: int = 8,
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -164,7 +198,6 @@ def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: flo
       C_orig, sinks_orig: the unpruned capacities when ``C``/``sinks`` were pruned; the certified upper
         bound and the trivial bound are taken in these. Default: ``C``/``sinks``.
       workers: parallel workers (default: numba's thread count).
-      CT, CT_orig: precomputed ``C.transpose(0, 2, 1)`` copies (optional).
       fat_arcs: how many widest arcs of each row the forward rounds try before the rest, when the
         coarsest round lists ``FAT_MIN_ARCS`` arcs or more per row on average (0: never).
       scaling: thresholds of the first phase's capacity-scaling rounds, run before the last round at
@@ -184,20 +217,13 @@ def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: flo
     n = sinks.shape[1]
     if M == 0:
         C = np.zeros((0, n, n))
-    pruned = C_orig is not None
-    if C_orig is None:
-        C_orig = C
+    C_orig = C if C_orig is None else np.ascontiguousarray(C_orig, dtype=np.float64)
     if sinks_orig is None:
         sinks_orig = sinks
     sinks_orig = np.ascontiguousarray(np.atleast_2d(sinks_orig), dtype=np.float64)
-    if CT is None:
-        CT = np.ascontiguousarray(C.transpose(0, 2, 1))
-    if CT_orig is None:
-        CT_orig = CT if not pruned else np.ascontiguousarray(
-            np.asarray(C_orig, np.float64).transpose(0, 2, 1))
     thresholds = np.array(sorted({float(t) for t in scaling if t > tol}, reverse=True) + [float(tol)])
     rptr, rcol = arc_lists(C, tol)
-    cptr, ccol = arc_lists(CT, tol)
+    cptr, ccol, ccap = column_lists(C, tol)
     sptr, scol = _round_lists(C, thresholds, rptr, rcol)
     # widest arcs first only on flat attention (even the coarsest round lists many arcs per row):
     # there it spreads the flow (4x faster on the benchmark's random rows); on peaked attention
@@ -238,11 +264,11 @@ def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: flo
     out_ph = np.zeros(P, np.int64)
     if P:
         if nworkers == 1:
-            _solve_range(C, CT, CT_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
+            _solve_range(C, C_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
                          float(tol), np.arange(P, dtype=np.int64), touch_capacity, out_val, out_up, out_ph,
-                         rptr, rcol, cptr, ccol, thresholds, sptr, scol, fat_k)
+                         rptr, rcol, cptr, ccol, ccap, thresholds, sptr, scol, fat_k)
         else:
-            _solve_parallel(C, CT, CT_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
+            _solve_parallel(C, C_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
                             float(tol), nworkers, touch_capacity, out_val, out_up, out_ph,
-                            rptr, rcol, cptr, ccol, thresholds, sptr, scol, fat_k)
+                            rptr, rcol, cptr, ccol, ccap, thresholds, sptr, scol, fat_k)
     return out_val, out_up, out_ph
