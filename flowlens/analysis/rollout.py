@@ -33,7 +33,7 @@ import numpy as np
 
 from flowlens.core.checks import check_choice, check_flag, check_residual, check_type, index_array, real_array
 from flowlens.core.graph import TokenGraph, check_heads
-from flowlens.core.onepass import checked_fuse
+from flowlens.core.onepass import checked_fuse, checked_transitions
 from flowlens.core.query import select_query
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
 
@@ -97,22 +97,21 @@ def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 
         row_sums = attention.sum(axis=-1, dtype=np.float64)
     if n < SKINNY_LIMIT_MIN_NODES:  # small: build every transition at once, then only products
         full_t = _transitions(attention, row_sums, residual, np.float64)
-        t = full_t if dt is np.float64 else full_t.astype(dt)
-        step = lambda v, layer: v @ t[layer]  # noqa: E731
-    else:  # large: no n×n temporaries, the normalisation folded into the row vectors
-        full_t = None
-        step = lambda v, layer: _apply(v, attention[layer].astype(dt, copy=False),  # noqa: E731
-                                       _normalisers(row_sums[layer], residual, dt), residual)
-    if all_layers and q * (num_layers + 1) / 2 > n:  # full products are cheaper
+        if _forward_pays(q, num_layers, n, all_layers):
+            return _forward(full_t, rows)
+        return _row_chains(full_t if dt is np.float64 else full_t.astype(dt), rows, all_layers)
+    if _forward_pays(q, num_layers, n, all_layers):  # full products are cheaper
         j = None
         out = np.empty((num_layers, q, n))
         for layer in range(num_layers):
-            tl = full_t[layer] if full_t is not None else _transitions(attention[layer:layer + 1],
-                                                                        row_sums[layer:layer + 1], residual,
-                                                                        np.float64)[0]
+            tl = _transitions(attention[layer:layer + 1], row_sums[layer:layer + 1], residual, np.float64)[0]
             j = tl if j is None else tl @ j
             out[layer] = j[rows]
         return out
+    # large: no n×n temporaries, the normalisation folded into the row vectors
+    def step(v: np.ndarray, layer: int) -> np.ndarray:
+        return _apply(v, attention[layer].astype(dt, copy=False), _normalisers(row_sums[layer], residual, dt),
+                      residual)
     with _one_blas_thread(n):
         start = np.zeros((q, n), dtype=dt)
         start[np.arange(q), rows] = 1.0
@@ -164,6 +163,42 @@ def rollout_columns(attention: np.ndarray, columns: np.ndarray, *, residual: flo
                           _normalisers(row_sums[layer], residual, np.float64), residual)
         out[layer] = u
     return out
+
+
+def _forward_pays(q: int, num_layers: int, n: int, all_layers: bool) -> bool:
+    """Whether the L full n×n products beat the L(L+1)/2 skinny [q, n] chains of every layer."""
+    return all_layers and q * (num_layers + 1) / 2 > n
+
+
+def _forward(t: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """float64 [layer, query, node]: rows of J_l = T_l ⋯ T_0 by the forward recursion from the
+    transitions t [layer, node, node] (products in t's dtype)."""
+    out = np.empty((t.shape[0], len(rows), t.shape[-1]))
+    j = t[0]
+    out[0] = j[rows]
+    for layer in range(1, t.shape[0]):
+        j = t[layer] @ j
+        out[layer] = j[rows]
+    return out
+
+
+def _row_chains(t: np.ndarray, rows: np.ndarray, all_layers: bool) -> np.ndarray:
+    """float64 [layer, query, node] (or [1, query, node]): rows ``rows`` of J_l from the transitions
+    t [layer, node, node], as row chains e_q T_l ⋯ T_0 in t's dtype (top-down, every layer's chain
+    at once when ``all_layers``)."""
+    num_layers, n, _ = t.shape
+    if not all_layers:
+        v = t[-1][rows]
+        for layer in range(num_layers - 2, -1, -1):
+            v = v @ t[layer]
+        return v[None].astype(np.float64)
+    q = len(rows)
+    chains = np.empty((num_layers, q, n), dtype=t.dtype)  # chains[k] = e_q T_k ⋯ T_layer
+    chains[-1] = t[-1][rows]
+    for layer in range(num_layers - 2, -1, -1):
+        chains[layer + 1:] = (chains[layer + 1:].reshape(-1, n) @ t[layer]).reshape(-1, q, n)
+        chains[layer] = t[layer][rows]
+    return chains.astype(np.float64)
 
 
 def _transitions(attention: np.ndarray, row_sums: np.ndarray, r: float, dtype) -> np.ndarray:
@@ -296,6 +331,12 @@ def attention_rollout(
     rows = rows % n
     if not keep[rows].all():
         raise FlowlensError(f"query row {int(rows[~keep[rows]][0])} is marked invalid in valid=...; drop it.")
+    if (n < SKINNY_LIMIT_MIN_NODES and valid is None and isinstance(heads, str) and heads == "mean"
+            and attention.dtype in (np.float32, np.float64)):  # small: one kernel to the transitions
+        forward = _forward_pays(len(rows), attention.shape[0], n, all_layers)
+        t = checked_transitions(attention, "attention", residual=r, dtype=np.float64 if forward else precision,
+                                sum_dtype=precision)  # as rollout_rows: heads fused in ``precision``
+        return _forward(t, rows) if forward else _row_chains(t, rows, all_layers)
     fused, sums = checked_fuse(attention, "attention", heads=heads, dtype=np.dtype(precision).type,
                                valid_rows=keep)
     idx = np.flatnonzero(keep)

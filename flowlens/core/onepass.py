@@ -62,3 +62,50 @@ def checked_fuse(probs: np.ndarray, name: str, *, heads: str | int | Sequence[in
         check_probabilities(probs, name, valid_rows=valid_rows, tolerance=tolerance)  # raises, naming it
     check_row_sums(sums, name, valid_rows=valid_rows, tolerance=tolerance, stacklevel=stacklevel + 1)
     return fused, fused_sums
+
+
+def _top_bits(dtype: np.dtype):
+    """Bits (as the unsigned int of the float's width) of the largest ``dtype`` float <= 1 + 1e-6:
+    a float's bits exceed them iff it is negative, NaN, inf or above 1 + 1e-6."""
+    top = dtype.type(1 + 1e-6)
+    if top > 1 + 1e-6:
+        top = np.nextafter(top, dtype.type(0))
+    return top.view(np.dtype(f"u{dtype.itemsize}"))
+
+
+def checked_transitions(probs: np.ndarray, name: str, *, residual: float, dtype=np.float32,
+                        sum_dtype=None, tolerance: float = ROW_SUM_TOLERANCE, stacklevel: int = 3) -> np.ndarray:
+    """``check_probabilities(probs, name)`` and the rollout's transitions ``rownorm((1 - r)·Ā + r·I)``
+    of the head mean Ā, in one read of ``probs`` (the small-array route of ``attention_rollout``).
+
+    Args:
+      probs: float32 or float64 [layer, head, node, node] attention probabilities.
+      name: how to call the array in messages.
+      residual: r in [0, 1].
+      dtype: of the transitions (row normalisers are summed in float64).
+      sum_dtype: the head mean is summed in (default ``dtype``).
+      stacklevel: of the row-sum warning (3: the caller of the function that called this one).
+    Returns:
+      ``dtype`` [layer, node, node] transitions (rows with d = (1 - r)·rowsum(Ā) + r <= 0 use d = 1).
+    Raises:
+      FlowlensError: on NaN/inf or values outside [0, 1], as ``check_probabilities``.
+
+    >>> p = np.array([[[[0.25, 0.75], [0.5, 0.5]], [[0.75, 0.25], [0.5, 0.5]]]])  # [layer, head, q, k]
+    >>> checked_transitions(p, "attention", residual=0.5, dtype=np.float64)[0]
+    array([[0.75, 0.25],
+           [0.25, 0.75]])
+    """
+    from flowlens.core._onepass_kernel import sums_bits_transitions  # numba: loaded on first use
+
+    probs = np.ascontiguousarray(probs)
+    num_layers, num_heads, num_rows, num_keys = probs.shape
+    trans = np.empty((num_layers, num_rows, num_keys), dtype=dtype)
+    sums = np.empty((num_layers, num_heads, num_rows))
+    top = _top_bits(probs.dtype)
+    acc = np.empty(num_keys, dtype=dtype if sum_dtype is None else sum_dtype)
+    if sums_bits_transitions(probs, probs.view(top.dtype), top, acc, trans, sums, float(residual)):
+        # negative, non-finite or above 1: the exact checks raise, naming it (or pass -0.0 and tiny negatives)
+        check_probabilities(probs, name, tolerance=tolerance, stacklevel=stacklevel + 1)
+    else:
+        check_row_sums(sums, name, tolerance=tolerance, stacklevel=stacklevel + 1)
+    return trans
