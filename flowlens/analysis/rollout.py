@@ -174,11 +174,15 @@ def _forward(t: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """float64 [layer, query, node]: rows of J_l = T_l ⋯ T_0 by the forward recursion from the
     transitions t [layer, node, node] (products in t's dtype)."""
     out = np.empty((t.shape[0], len(rows), t.shape[-1]))
+    every = len(rows) == t.shape[-1] and bool((rows == np.arange(len(rows))).all())
     j = t[0]
-    out[0] = j[rows]
-    for layer in range(1, t.shape[0]):
-        j = t[layer] @ j
-        out[layer] = j[rows]
+    for layer in range(t.shape[0]):
+        if layer:
+            j = t[layer] @ j
+        if every:
+            out[layer] = j
+        else:
+            np.take(j, rows, axis=0, out=out[layer])
     return out
 
 
