@@ -12,7 +12,9 @@ float32 by default with the row normalisers summed in float64 (``precision="floa
 throughout, from the head fusion on; a float32 input is widened, never narrowed first).
 ``attention_rollout`` validates and fuses the raw attention in one read (``core.onepass``) and
 runs its skinny products under one BLAS thread (threads only add contention there); below 256
-nodes every layer's transition is built at once, so per-call overhead stays small. For the
+nodes every layer's transition is built at once — by ``attention_rollout`` straight from the raw
+attention in the same one read (``core.onepass.checked_transitions``) — so per-call overhead
+stays small (n = 54, 18 layers × 8 heads: ≈ 0.2–0.45 ms, level with ten-line numpy rollouts). For the
 rollout after *every* layer, the chains of all layers run together top-down (the chain of J_l
 starts at layer l), costing L(L+1)/2 skinny products; when that exceeds the
 full products (q·(L+1)/2 > n) flowlens switches to the full forward recursion (float64).
