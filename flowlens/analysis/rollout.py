@@ -35,7 +35,7 @@ import numpy as np
 
 from flowlens.core.checks import check_choice, check_flag, check_residual, check_type, index_array, real_array
 from flowlens.core.graph import TokenGraph, check_heads
-from flowlens.core.onepass import checked_fuse, checked_transitions
+from flowlens.core.onepass import checked_fuse, checked_transitions, streamed_fuse
 from flowlens.core.query import select_query
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
 
@@ -73,7 +73,7 @@ def _one_blas_thread(n: int):
 
 def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 0.5,
                  all_layers: bool = True, precision: str = "float32",
-                 row_sums: np.ndarray | None = None) -> np.ndarray:
+                 row_sums: np.ndarray | None = None, wait=None) -> np.ndarray:
     """Core kernel on fused attention.
 
     Args:
@@ -86,6 +86,8 @@ def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 
         always summed in float64; measured error vs a float64 oracle ≈ 1e-9 at Pi0 scale) or
         "float64" (float64 throughout: a float32 ``attention`` is widened, never narrowed).
       row_sums: float64 [layer, node] row sums of ``attention`` when already known (saves a pass).
+      wait: called with each layer before its attention and row sums are read, when they are still
+        being filled (``core.onepass.streamed_fuse``; then ``row_sums`` must be given).
     Returns:
       float64 [layer, query, node] (or [1, query, node]).
     """
@@ -112,6 +114,8 @@ def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 
         return out
     # large: no n×n temporaries, the normalisation folded into the row vectors
     def step(v: np.ndarray, layer: int) -> np.ndarray:
+        if wait is not None:
+            wait(layer)
         return _apply(v, attention[layer].astype(dt, copy=False), _normalisers(row_sums[layer], residual, dt),
                       residual)
     with _one_blas_thread(n):
@@ -343,6 +347,12 @@ def attention_rollout(
         t = checked_transitions(attention, "attention", residual=r, dtype=np.float64 if forward else precision,
                                 sum_dtype=precision)  # as rollout_rows: heads fused in ``precision``
         return _forward(t, rows) if forward else _row_chains(t, rows, all_layers)
+    if (n >= SKINNY_LIMIT_MIN_NODES and valid is None and isinstance(heads, str) and heads == "mean"
+            and attention.dtype in (np.float32, np.float64)
+            and not _forward_pays(len(rows), attention.shape[0], n, all_layers)):  # top-down: overlap the read
+        with streamed_fuse(attention, "attention", dtype=precision) as (fused, sums, wait):
+            return rollout_rows(fused, rows, residual=r, all_layers=all_layers, precision=precision,
+                                row_sums=sums, wait=wait)
     fused, sums = checked_fuse(attention, "attention", heads=heads, dtype=np.dtype(precision).type,
                                valid_rows=keep)
     idx = np.flatnonzero(keep)

@@ -10,12 +10,15 @@ have larger bits than 1 + 1e-6): whatever it flags is sent to ``check_probabilit
 array, which raises naming the first bad entry and the value range exactly (or passes -0.0 and
 negatives above -1e-6). The checks, errors and warnings are those of ``check_probabilities``.
 Below 256 nodes ``checked_transitions`` goes from the raw attention straight to the rollout's
-transition matrices in the same one read (n = 54, 18 × 8 heads: ≈ 0.14 ms). The other fusions
-and dtypes take the two-step numpy route. numba is imported on the first call.
+transition matrices in the same one read (n = 54, 18 × 8 heads: ≈ 0.14 ms); from 256 nodes
+``streamed_fuse`` fuses the layers last to first on a worker thread while the rollout's top-down
+chain multiplies those already fused. The other fusions and dtypes take the two-step numpy route.
+numba is imported on the first call.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -60,12 +63,59 @@ def checked_fuse(probs: np.ndarray, name: str, *, heads: str | int | Sequence[in
     sums = np.empty((num_layers, num_heads, num_rows))
     fused_sums = np.empty((num_layers, num_rows))
     top = _top_bits(probs.dtype)
-    if sums_bits_mean(probs, probs.view(top.dtype), top, fused, sums, fused_sums):
-        # negative, non-finite or above 1: the exact checks raise, naming it (or pass -0.0 and tiny negatives)
+    flagged = sums_bits_mean(probs, probs.view(top.dtype), top, fused, sums, fused_sums)
+    _finish_checks(flagged, probs, sums, name, valid_rows, tolerance, stacklevel + 1)
+    return fused, fused_sums
+
+
+def _finish_checks(flagged: bool, probs: np.ndarray, sums: np.ndarray, name: str, valid_rows, tolerance: float,
+                   stacklevel: int) -> None:
+    """After a kernel's read: flagged entries (negative, non-finite or above 1) go to the exact checks,
+    which raise naming them (or pass -0.0 and tiny negatives); else only the row sums are checked."""
+    if flagged:
         check_probabilities(probs, name, valid_rows=valid_rows, tolerance=tolerance, stacklevel=stacklevel + 1)
     else:
         check_row_sums(sums, name, valid_rows=valid_rows, tolerance=tolerance, stacklevel=stacklevel + 1)
-    return fused, fused_sums
+
+
+@contextlib.contextmanager
+def streamed_fuse(probs: np.ndarray, name: str, *, dtype=np.float32, tolerance: float = ROW_SUM_TOLERANCE,
+                  stacklevel: int = 3):
+    """``checked_fuse`` of the head mean of a float32/float64 array, its layers fused last to first on a
+    worker thread while the caller works on those already fused (the rollout's top-down chain: the
+    numba kernel and BLAS both release the GIL, so the one read of the attention overlaps the products).
+
+    Yields:
+      (fused, row_sums, wait): as ``checked_fuse`` ([layer, query, key] and float64 [layer, query]),
+      filled layer by layer; ``wait(layer)`` blocks until that layer is. The checks (errors and
+      warnings as ``checked_fuse``) run when the block ends.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flowlens.core._onepass_kernel import sums_bits_mean  # numba: loaded on first use
+
+    num_layers, num_heads, num_rows, num_keys = probs.shape
+    fused = np.empty((num_layers, num_rows, num_keys), dtype=dtype)
+    sums = np.empty((num_layers, num_heads, num_rows))
+    fused_sums = np.empty((num_layers, num_rows))
+    top = _top_bits(probs.dtype)
+    bits = probs.view(top.dtype)
+
+    def fuse(layer: int) -> bool:
+        one = slice(layer, layer + 1)
+        return sums_bits_mean(probs[one], bits[one], top, fused[one], sums[one], fused_sums[one])
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        done = {layer: pool.submit(fuse, layer) for layer in reversed(range(num_layers))}
+        try:
+            yield fused, fused_sums, lambda layer: done[layer].result()
+        except BaseException:
+            for job in done.values():
+                job.cancel()
+            raise
+        flagged = any(job.result() for job in done.values())
+    # frames: _finish_checks, this generator, contextlib's __exit__, the caller
+    _finish_checks(flagged, probs, sums, name, None, tolerance, stacklevel + 2)
 
 
 def _top_bits(dtype: np.dtype):

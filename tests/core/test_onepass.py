@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from flowlens import FlowlensError, attention_rollout
 from flowlens.core.capture import check_probabilities
 from flowlens.core.graph import fuse_heads
-from flowlens.core.onepass import checked_fuse, checked_transitions
+from flowlens.core.onepass import checked_fuse, checked_transitions, streamed_fuse
 
 
 def softmax_attention(shape, seed=0, dtype=np.float32):
@@ -213,3 +213,48 @@ def test_valid_mask_matches_the_oracle_on_the_kept_tokens(n, all_layers, data):
     expected = oracle_rollout(sub, [0], 0.5, all_layers)
     np.testing.assert_allclose(got[..., idx], expected, rtol=0, atol=1e-12)
     assert (got[..., ~keep] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streamed_fuse_fills_what_checked_fuse_returns(dtype):
+    att = softmax_attention((3, 2, 257, 257), seed=3)
+    fused, sums = checked_fuse(att, "attention", dtype=dtype)
+    with streamed_fuse(att, "attention", dtype=dtype) as (got, got_sums, wait):
+        for layer in (2, 1, 0):
+            wait(layer)
+            np.testing.assert_array_equal(got[layer], fused[layer])  # bit-identical, layer by layer
+    np.testing.assert_array_equal(got_sums, sums)
+
+
+@pytest.mark.parametrize("damage", ["nan", "logits", "row_sum", "negzero", "clean"])
+def test_streamed_route_says_what_check_probabilities_says(damage):
+    att = softmax_attention((2, 2, 260, 260), seed=4)
+    if damage == "nan":
+        att[0, 1, 200, 3] = np.nan
+    elif damage == "logits":
+        att[1, 0, 4, 4] = 7.5
+    elif damage == "row_sum":
+        att[1, 1, 9] *= 0.9
+    elif damage == "negzero":
+        att[0, 0, 0, 0] = -0.0
+    got = messages(lambda: attention_rollout(att, query=[259], all_layers=False))
+    assert got == messages(lambda: check_probabilities(att, "attention"))
+    assert (got[0] == "error") == (damage in ("nan", "logits"))
+    assert (got == ("warnings", [])) == (damage in ("negzero", "clean"))
+
+
+def test_streamed_route_warns_at_the_callers_line_and_matches_the_oracle():
+    att = softmax_attention((3, 2, 300, 300), seed=5, dtype=np.float64)
+    att[2, 0, 7] *= 0.5
+    with pytest.warns(UserWarning, match=r"worst row \(2, 0, 7\) sums to 0\.500000") as record:
+        got = attention_rollout(att, query=[7, 299], precision="float64")
+    assert len(record) == 1 and record[0].filename == __file__
+    np.testing.assert_allclose(got, oracle_rollout(att, [7, 299], 0.5, True), rtol=0, atol=1e-12)
+
+
+def test_streamed_fuse_lets_an_error_in_the_block_through():
+    att = softmax_attention((4, 1, 256, 256), seed=6)
+    with pytest.raises(KeyError):
+        with streamed_fuse(att, "attention") as (_, _, wait):
+            wait(3)
+            raise KeyError("the caller's own error")
