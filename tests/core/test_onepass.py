@@ -229,14 +229,11 @@ def test_streamed_fuse_fills_what_checked_fuse_returns(dtype):
 @pytest.mark.parametrize("damage", ["nan", "logits", "row_sum", "negzero", "clean"])
 def test_streamed_route_says_what_check_probabilities_says(damage):
     att = softmax_attention((2, 2, 260, 260), seed=4)
-    if damage == "nan":
-        att[0, 1, 200, 3] = np.nan
-    elif damage == "logits":
-        att[1, 0, 4, 4] = 7.5
-    elif damage == "row_sum":
+    entries = {"nan": ((0, 1, 200, 3), np.nan), "logits": ((1, 0, 4, 4), 7.5), "negzero": ((0, 0, 0, 0), -0.0)}
+    if damage == "row_sum":
         att[1, 1, 9] *= 0.9
-    elif damage == "negzero":
-        att[0, 0, 0, 0] = -0.0
+    elif damage in entries:
+        att[entries[damage][0]] = entries[damage][1]
     got = messages(lambda: attention_rollout(att, query=[259], all_layers=False))
     assert got == messages(lambda: check_probabilities(att, "attention"))
     assert (got[0] == "error") == (damage in ("nan", "logits"))
