@@ -158,6 +158,7 @@ def main() -> None:
         del warm
         for q_name, rows in (("1_query", suffix[-1:]), ("51_queries", suffix)):
             run_case(f"pi0_{q_name}_last_layer", big, rows, False, args.repeats)
+        run_case("pi0_1_query_every_layer", big, suffix[-1:], True, args.repeats)
         run_case("pi0_51_queries_every_layer", big, suffix, True, args.repeats)
         small = small_attention(18, 8, 54)
         for q_name, rows in (("1_query", np.array([53])), ("all_queries", np.arange(54))):

@@ -12,7 +12,9 @@ float32 by default with the row normalisers summed in float64 (``precision="floa
 throughout, from the head fusion on; a float32 input is widened, never narrowed first).
 ``attention_rollout`` validates and fuses the raw attention in one read (``core.onepass``) and
 runs its skinny products under one BLAS thread (threads only add contention there); below 256
-nodes every layer's transition is built at once, so per-call overhead stays small. For the
+nodes every layer's transition is built at once — by ``attention_rollout`` straight from the raw
+attention in the same one read (``core.onepass.checked_transitions``) — so per-call overhead
+stays small (n = 54, 18 layers × 8 heads: ≈ 0.2–0.45 ms, level with ten-line numpy rollouts). For the
 rollout after *every* layer, the chains of all layers run together top-down (the chain of J_l
 starts at layer l), costing L(L+1)/2 skinny products; when that exceeds the
 full products (q·(L+1)/2 > n) flowlens switches to the full forward recursion (float64).
@@ -33,7 +35,7 @@ import numpy as np
 
 from flowlens.core.checks import check_choice, check_flag, check_residual, check_type, index_array, real_array
 from flowlens.core.graph import TokenGraph, check_heads
-from flowlens.core.onepass import checked_fuse
+from flowlens.core.onepass import checked_fuse, checked_transitions, streamed_fuse
 from flowlens.core.query import select_query
 from flowlens.errors import FlowlensError, check_index, unknown_name_error
 
@@ -71,7 +73,7 @@ def _one_blas_thread(n: int):
 
 def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 0.5,
                  all_layers: bool = True, precision: str = "float32",
-                 row_sums: np.ndarray | None = None) -> np.ndarray:
+                 row_sums: np.ndarray | None = None, wait=None) -> np.ndarray:
     """Core kernel on fused attention.
 
     Args:
@@ -84,6 +86,8 @@ def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 
         always summed in float64; measured error vs a float64 oracle ≈ 1e-9 at Pi0 scale) or
         "float64" (float64 throughout: a float32 ``attention`` is widened, never narrowed).
       row_sums: float64 [layer, node] row sums of ``attention`` when already known (saves a pass).
+      wait: called with each layer before its attention and row sums are read, when they are still
+        being filled (``core.onepass.streamed_fuse``; then ``row_sums`` must be given).
     Returns:
       float64 [layer, query, node] (or [1, query, node]).
     """
@@ -97,22 +101,23 @@ def rollout_rows(attention: np.ndarray, query: np.ndarray, *, residual: float = 
         row_sums = attention.sum(axis=-1, dtype=np.float64)
     if n < SKINNY_LIMIT_MIN_NODES:  # small: build every transition at once, then only products
         full_t = _transitions(attention, row_sums, residual, np.float64)
-        t = full_t if dt is np.float64 else full_t.astype(dt)
-        step = lambda v, layer: v @ t[layer]  # noqa: E731
-    else:  # large: no n×n temporaries, the normalisation folded into the row vectors
-        full_t = None
-        step = lambda v, layer: _apply(v, attention[layer].astype(dt, copy=False),  # noqa: E731
-                                       _normalisers(row_sums[layer], residual, dt), residual)
-    if all_layers and q * (num_layers + 1) / 2 > n:  # full products are cheaper
+        if _forward_pays(q, num_layers, n, all_layers):
+            return _forward(full_t, rows)
+        return _row_chains(full_t if dt is np.float64 else full_t.astype(dt), rows, all_layers)
+    if _forward_pays(q, num_layers, n, all_layers):  # full products are cheaper
         j = None
         out = np.empty((num_layers, q, n))
         for layer in range(num_layers):
-            tl = full_t[layer] if full_t is not None else _transitions(attention[layer:layer + 1],
-                                                                        row_sums[layer:layer + 1], residual,
-                                                                        np.float64)[0]
+            tl = _transitions(attention[layer:layer + 1], row_sums[layer:layer + 1], residual, np.float64)[0]
             j = tl if j is None else tl @ j
             out[layer] = j[rows]
         return out
+    # large: no n×n temporaries, the normalisation folded into the row vectors
+    def step(v: np.ndarray, layer: int) -> np.ndarray:
+        if wait is not None:
+            wait(layer)
+        return _apply(v, attention[layer].astype(dt, copy=False), _normalisers(row_sums[layer], residual, dt),
+                      residual)
     with _one_blas_thread(n):
         start = np.zeros((q, n), dtype=dt)
         start[np.arange(q), rows] = 1.0
@@ -164,6 +169,46 @@ def rollout_columns(attention: np.ndarray, columns: np.ndarray, *, residual: flo
                           _normalisers(row_sums[layer], residual, np.float64), residual)
         out[layer] = u
     return out
+
+
+def _forward_pays(q: int, num_layers: int, n: int, all_layers: bool) -> bool:
+    """Whether the L full n×n products beat the L(L+1)/2 skinny [q, n] chains of every layer."""
+    return all_layers and q * (num_layers + 1) / 2 > n
+
+
+def _forward(t: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """float64 [layer, query, node]: rows of J_l = T_l ⋯ T_0 by the forward recursion from the
+    transitions t [layer, node, node] (products in t's dtype)."""
+    out = np.empty((t.shape[0], len(rows), t.shape[-1]))
+    every = len(rows) == t.shape[-1] and bool((rows == np.arange(len(rows))).all())
+    j = t[0]
+    for layer in range(t.shape[0]):
+        if layer:
+            j = t[layer] @ j
+        if every:
+            out[layer] = j
+        else:
+            np.take(j, rows, axis=0, out=out[layer])
+    return out
+
+
+def _row_chains(t: np.ndarray, rows: np.ndarray, all_layers: bool) -> np.ndarray:
+    """float64 [layer, query, node] (or [1, query, node]): rows ``rows`` of J_l from the transitions
+    t [layer, node, node], as row chains e_q T_l ⋯ T_0 in t's dtype (top-down, every layer's chain
+    at once when ``all_layers``)."""
+    num_layers, n, _ = t.shape
+    if not all_layers:
+        v = t[-1][rows]
+        for layer in range(num_layers - 2, -1, -1):
+            v = v @ t[layer]
+        return v[None].astype(np.float64)
+    q = len(rows)
+    chains = np.empty((num_layers, q, n), dtype=t.dtype)  # chains[k] = e_q T_k ⋯ T_layer
+    chains[-1] = t[-1][rows]
+    for layer in range(num_layers - 2, -1, -1):
+        chains[layer + 1:] = (chains[layer + 1:].reshape(-1, n) @ t[layer]).reshape(-1, q, n)
+        chains[layer] = t[layer][rows]
+    return chains.astype(np.float64)
 
 
 def _transitions(attention: np.ndarray, row_sums: np.ndarray, r: float, dtype) -> np.ndarray:
@@ -296,6 +341,18 @@ def attention_rollout(
     rows = rows % n
     if not keep[rows].all():
         raise FlowlensError(f"query row {int(rows[~keep[rows]][0])} is marked invalid in valid=...; drop it.")
+    if (n < SKINNY_LIMIT_MIN_NODES and valid is None and isinstance(heads, str) and heads == "mean"
+            and attention.dtype in (np.float32, np.float64)):  # small: one kernel to the transitions
+        forward = _forward_pays(len(rows), attention.shape[0], n, all_layers)
+        t = checked_transitions(attention, "attention", residual=r, dtype=np.float64 if forward else precision,
+                                sum_dtype=precision)  # as rollout_rows: heads fused in ``precision``
+        return _forward(t, rows) if forward else _row_chains(t, rows, all_layers)
+    if (n >= SKINNY_LIMIT_MIN_NODES and valid is None and isinstance(heads, str) and heads == "mean"
+            and attention.dtype in (np.float32, np.float64)
+            and not _forward_pays(len(rows), attention.shape[0], n, all_layers)):  # top-down: overlap the read
+        with streamed_fuse(attention, "attention", dtype=precision) as (fused, sums, wait):
+            return rollout_rows(fused, rows, residual=r, all_layers=all_layers, precision=precision,
+                                row_sums=sums, wait=wait)
     fused, sums = checked_fuse(attention, "attention", heads=heads, dtype=np.dtype(precision).type,
                                valid_rows=keep)
     idx = np.flatnonzero(keep)
