@@ -140,20 +140,30 @@ def column_lists(C: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.
     return ptr, np.concatenate(rows), np.concatenate(caps)
 
 
-def _round_lists(C: np.ndarray, thresholds: np.ndarray, ptr_tol: np.ndarray, col_tol: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Arc lists (:func:`arc_lists`) of every capacity-scaling round: ptr int64 [S, M, n+1] into one
-    concatenated int32 column array; round s lists the arcs of capacity > thresholds[s], the last
-    round (at tol) reuses ``ptr_tol``/``col_tol``."""
+def _round_lists(C: np.ndarray, scaling, tol: float, ptr_tol: np.ndarray, col_tol: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thresholds and arc lists (:func:`arc_lists`) of the capacity-scaling rounds.
+
+    A coarse round is kept only when it lists at most half the arcs of the round at ``tol``
+    (on flat attention every arc is wide: a coarse round would only repeat the last one).
+
+    Returns:
+      (thresholds, ptr, col): float64 [S] decreasing, the last = tol; int64 [S, M, n+1] into one
+      concatenated int32 column array; round s lists the arcs of capacity > thresholds[s].
+    """
+    rounds = []
+    for thr in sorted({float(t) for t in scaling if t > tol}, reverse=True):
+        p, col = arc_lists(C, thr)
+        if 2 * len(col) <= len(col_tol):
+            rounds.append((thr, p, col))
+    rounds.append((float(tol), ptr_tol, col_tol))
     M, n = C.shape[0], C.shape[-1]
-    ptr = np.empty((len(thresholds), M, n + 1), np.int64)
-    cols, offset = [], 0
-    for s, thr in enumerate(thresholds):
-        p, col = (ptr_tol, col_tol) if s == len(thresholds) - 1 else arc_lists(C, thr)
+    ptr = np.empty((len(rounds), M, n + 1), np.int64)
+    offset = 0
+    for s, (_, p, col) in enumerate(rounds):
         ptr[s] = p + offset
-        cols.append(col)
         offset += len(col)
-    return ptr, np.concatenate(cols)
+    return np.array([r[0] for r in rounds]), ptr, np.concatenate([r[2] for r in rounds])
 
 
 def reachable(C: np.ndarray, queries: np.ndarray, n: int) -> np.ndarray:
@@ -201,8 +211,8 @@ def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: flo
       fat_arcs: how many widest arcs of each row the forward rounds try before the rest, when the
         coarsest round lists ``FAT_MIN_ARCS`` arcs or more per row on average (0: never).
       scaling: thresholds of the first phase's capacity-scaling rounds, run before the last round at
-        ``tol`` (values <= tol are ignored; () for one round). They change the search order only:
-        the result is exact whatever they are.
+        ``tol`` (values <= tol, and rounds listing over half the arcs of the last, are skipped; ()
+        for one round). They change the search order only: the result is exact whatever they are.
       touch_capacity: length of each worker's list of flow entries to reset between problems; a
         problem touching more falls back to zeroing the whole flow array (slower, same result).
 
@@ -221,10 +231,9 @@ def max_flows(C: np.ndarray, sinks: np.ndarray, queries: np.ndarray, *, tol: flo
     if sinks_orig is None:
         sinks_orig = sinks
     sinks_orig = np.ascontiguousarray(np.atleast_2d(sinks_orig), dtype=np.float64)
-    thresholds = np.array(sorted({float(t) for t in scaling if t > tol}, reverse=True) + [float(tol)])
     rptr, rcol = arc_lists(C, tol)
     cptr, ccol, ccap = column_lists(C, tol)
-    sptr, scol = _round_lists(C, thresholds, rptr, rcol)
+    thresholds, sptr, scol = _round_lists(C, scaling, tol, rptr, rcol)
     # widest arcs first only on flat attention (even the coarsest round lists many arcs per row):
     # there it spreads the flow (4x faster on the benchmark's random rows); on peaked attention
     # plain index order measured 1.5-2x faster
