@@ -217,6 +217,7 @@ def _first_phase(C, F, c, fT, q, top, exit_at, thr, alive, fat, K, ptr, total, s
         p = ptr[v]
         found = -1
         r = 0.0
+        # the two scans below are written out, not shared: a helper returning a tuple measured 1.4x slower
         while p < K:  # the row's widest arcs first
             t = fat[m, f, p]
             if (alive[m, t >> 6] >> np.uint64(t & 63)) & np.uint64(1):
