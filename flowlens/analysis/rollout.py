@@ -341,15 +341,14 @@ def attention_rollout(
     rows = rows % n
     if not keep[rows].all():
         raise FlowlensError(f"query row {int(rows[~keep[rows]][0])} is marked invalid in valid=...; drop it.")
-    if (n < SKINNY_LIMIT_MIN_NODES and valid is None and isinstance(heads, str) and heads == "mean"
-            and attention.dtype in (np.float32, np.float64)):  # small: one kernel to the transitions
-        forward = _forward_pays(len(rows), attention.shape[0], n, all_layers)
+    one_read = (valid is None and isinstance(heads, str) and heads == "mean"
+                and attention.dtype in (np.float32, np.float64))  # the numba routes of core.onepass
+    forward = _forward_pays(len(rows), attention.shape[0], n, all_layers)
+    if one_read and n < SKINNY_LIMIT_MIN_NODES:  # small: one kernel to the transitions
         t = checked_transitions(attention, "attention", residual=r, dtype=np.float64 if forward else precision,
                                 sum_dtype=precision)  # as rollout_rows: heads fused in ``precision``
         return _forward(t, rows) if forward else _row_chains(t, rows, all_layers)
-    if (n >= SKINNY_LIMIT_MIN_NODES and valid is None and isinstance(heads, str) and heads == "mean"
-            and attention.dtype in (np.float32, np.float64)
-            and not _forward_pays(len(rows), attention.shape[0], n, all_layers)):  # top-down: overlap the read
+    if one_read and not forward:  # large, top-down chains: fuse on a worker thread while they multiply
         with streamed_fuse(attention, "attention", dtype=precision) as (fused, sums, wait):
             return rollout_rows(fused, rows, residual=r, all_layers=all_layers, precision=precision,
                                 row_sums=sums, wait=wait)

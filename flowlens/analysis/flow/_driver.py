@@ -40,7 +40,7 @@ from flowlens.analysis.flow._kernels import (
 @numba.njit(cache=True, nogil=True)
 def _solve_range(C, C_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
                  tol, problems, touch_cap, out_val, out_up, out_phases,
-                 rptr, rcol, cptr, ccol, ccap, thresholds, sptr, scol, fat_k):
+                 rptr, rcol, cptr, ccol, ccap, thresholds, sptr, scol):
     """Solve the listed problems sequentially with one workspace (one worker)."""
     M = C.shape[0]
     n = sinks.shape[1]
@@ -105,8 +105,8 @@ def _solve_range(C, C_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx
             # sends it over every arc (a full search here would only prove it cannot)
             exit_at = ebound - tol if s == last else ebound - thr * live_sinks
             ptr[:] = 0
-            total, nt = _first_phase(C, F, c, fT, q, top, exit_at, thr, alive, fat, fat_k[s], ptr, total, stack,
-                                     kinds, res, add, touched, nt, sptr[s], scol)
+            total, nt = _first_phase(C, F, c, fT, q, top, exit_at, thr, alive, fat, ptr, total, stack, kinds,
+                                     res, add, touched, nt, sptr[s], scol)
             if total >= ebound - tol:
                 break
         while total < ebound - tol:  # Dinic phases at tol: reverse arcs, longer paths
@@ -120,7 +120,7 @@ def _solve_range(C, C_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx
             _buckets(lab, queue, nq, top, n, ds, bstart, bnodes)
             for i in range(nq):
                 ptr[queue[i]] = 0
-            total, nt = _blocking_flow(C, F, c, fT, q, top, tol, tol, lab, ptr, bstart, bnodes, nl,
+            total, nt = _blocking_flow(C, F, c, fT, q, top, tol, lab, ptr, bstart, bnodes, nl,
                                        total, ebound, stack, kinds, res, add, touched, nt)
         if nt > touch_cap:
             overflow = True
@@ -132,11 +132,11 @@ def _solve_range(C, C_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx
 @numba.njit(cache=True, parallel=True)
 def _solve_parallel(C, C_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
                     tol, nworkers, touch_cap, out_val, out_up, out_phases,
-                    rptr, rcol, cptr, ccol, ccap, thresholds, sptr, scol, fat_k):
+                    rptr, rcol, cptr, ccol, ccap, thresholds, sptr, scol):
     """Split the problems over ``nworkers`` threads, interleaved (problem i goes to worker i % w)."""
     P = queries.shape[0]
     for w in numba.prange(nworkers):
         problems = np.arange(w, P, nworkers)
         _solve_range(C, C_orig, fat, sinks, sinks_orig, sidx, queries, reaches, qidx, bounds, exits,
                      tol, problems, touch_cap, out_val, out_up, out_phases,
-                     rptr, rcol, cptr, ccol, ccap, thresholds, sptr, scol, fat_k)
+                     rptr, rcol, cptr, ccol, ccap, thresholds, sptr, scol)

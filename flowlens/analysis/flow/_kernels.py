@@ -174,16 +174,17 @@ def _kill(alive, layer, t):
 
 
 @numba.njit(cache=True, nogil=True)
-def _first_phase(C, F, c, fT, q, top, exit_at, thr, alive, fat, K, ptr, total, stack, kinds, res, add,
+def _first_phase(C, F, c, fT, q, top, exit_at, thr, alive, fat, ptr, total, stack, kinds, res, add,
                  touched, nt, rptr, rcol):
     """Blocking flow on the forward layered DAG (label = layer) over arcs of residual > ``thr``.
 
-    ``alive[k-1]`` is a bitset of the nodes of layer k not yet known to be dead. A row scans its K
-    widest arcs (``fat[:, :, :K]``) first, then its listed arcs (``rptr``/``rcol``: capacity > thr)
+    ``alive[k-1]`` is a bitset of the nodes of layer k not yet known to be dead. A row scans its
+    widest arcs (``fat`` [M, n, K]; K may be 0) first, then its listed arcs (``rptr``/``rcol``: capacity > thr)
     in index order, skipping dead heads; ``ptr[v]`` counts the positions it has passed. Stops early
     once ``total`` reaches ``exit_at``. Returns (total, nt).
     """
     n = c.shape[0]
+    K = fat.shape[2]
     T = top * n
     depth = 0
     stack[0] = (top - 1) * n + q
@@ -255,14 +256,13 @@ def _first_phase(C, F, c, fT, q, top, exit_at, thr, alive, fat, K, ptr, total, s
 
 
 @numba.njit(cache=True, nogil=True)
-def _blocking_flow(C, F, c, fT, q, top, tol, thr, lab, ptr, bstart, bnodes, nl, total, bound,
+def _blocking_flow(C, F, c, fT, q, top, tol, lab, ptr, bstart, bnodes, nl, total, bound,
                    stack, kinds, res, add, touched, nt):
     """DFS for a blocking flow along arcs with lab[w] == lab[v] - 1. Returns (total, ntouched).
 
     ``kinds[i]`` is +1 when the i-th path arc is forward (down a layer), -1 when it is a reverse arc,
-    0 for the arc into T. Arcs of residual <= ``thr`` count as saturated; the early exit at
-    ``bound - tol`` uses the solver's tolerance. ``nt`` past the touched-list capacity marks an
-    overflow (the caller then resets everything).
+    0 for the arc into T. ``nt`` past the touched-list capacity marks an overflow (the caller then
+    resets everything).
     """
     n = c.shape[0]
     T = top * n
@@ -271,7 +271,7 @@ def _blocking_flow(C, F, c, fT, q, top, tol, thr, lab, ptr, bstart, bnodes, nl, 
     while depth >= 0:
         v = stack[depth]
         if v == T:
-            delta, first_sat = _push(res, add, depth, thr)
+            delta, first_sat = _push(res, add, depth, tol)
             total += delta
             if total >= bound - tol:
                 return total, _flush(F, fT, n, stack, kinds, add, 0, depth, touched, nt)
@@ -305,14 +305,14 @@ def _blocking_flow(C, F, c, fT, q, top, tol, thr, lab, ptr, bstart, bnodes, nl, 
                     else:
                         r = C[k - 2, f, w - (k - 2) * n] - F[k - 2, f, w - (k - 2) * n]
                         kind = 1
-                    if r > thr:
+                    if r > tol:
                         found = w
             else:
                 w = bnodes[r0 + p - nf]
                 if lab[w] == d - 1:
                     r = F[k - 1, w - k * n, f]
                     kind = -1
-                    if r > thr:
+                    if r > tol:
                         found = w
             if found >= 0:
                 break
